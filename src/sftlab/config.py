@@ -1,0 +1,354 @@
+"""The typed config: the single source of truth for a run.
+
+A run is described by a YAML file validated by these pydantic models, with `a.b=value` overrides from
+the command line. Every field has a default, a one-line doc (the docstring under it) and a check.
+Unknown keys are errors with the nearest valid key suggested, and every problem is reported at once.
+This module turns YAML into a `Config`; it never builds components (see `sftlab.recipes`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sftlab.errors import ConfigError, SftlabError
+
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dataset: str | None = None
+    """A built-in dataset name (`sftlab datasets list`); fetched and cached on first use."""
+    train: Path | None = None
+    """Training file (CSV, TSV, JSON, JSONL or Parquet); used when `dataset` is not set."""
+    validation: Path | None = None
+    """Validation file; when absent, `validation_fraction` of train is held out (stratified, seeded)."""
+    test: Path | None = None
+    """Test file; the final report is on test when there is one, else on validation."""
+    text_column: str = "text"
+    """Column holding the input text."""
+    label_column: str = "label"
+    """Column holding the label (a string or an integer)."""
+    max_train_samples: int | None = Field(default=None, gt=0)
+    """Use only the first N training examples (after the deterministic split); null for all."""
+    max_eval_samples: int | None = Field(default=None, gt=0)
+    """Use only the first N validation and test examples; null for all."""
+    max_length: int = Field(default=128, ge=8, le=8192)
+    """Truncate inputs to this many tokens."""
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    """Share of train held out as validation when no validation file is given."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.dataset is None and self.train is None:
+            raise ValueError("set either data.dataset (a built-in dataset) or data.train (a file)")
+        if self.dataset is not None and any(p is not None for p in (self.train, self.validation, self.test)):
+            raise ValueError("set data.dataset or data.train/validation/test, not both")
+        if self.dataset is None and self.train is None and self.validation is not None:
+            raise ValueError("data.validation needs data.train")
+        return self
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(default=3, ge=1, le=1000)
+    """Passes over the training data."""
+    batch_size: int | Literal["full"] = 32
+    """Examples per forward pass: 1 is stochastic gradient descent, `full` is batch gradient descent
+    (one update per epoch over the whole training set, accumulated in micro_batch_size pieces)."""
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Forward passes per optimizer update; the update equals one over a batch this many times larger."""
+    micro_batch_size: int = Field(default=32, ge=1)
+    """Examples per forward pass when batch_size is `full`."""
+    eval_batch_size: int = Field(default=128, ge=1)
+    """Examples per forward pass during evaluation and prediction."""
+    learning_rate: float = Field(default=5e-5, gt=0.0, le=10.0)
+    """Peak learning rate."""
+    seed: int = Field(default=42, ge=0)
+    """Seed for weight initialisation, data order and dropout; the same seed gives the same run."""
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0)
+    """Clip the global gradient norm to this value; null turns clipping off."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Numeric precision: auto picks bf16 autocast where the hardware has fast bf16, else fp32."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding), keeping the order random across chunks."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: auto uses a CUDA GPU when one is visible (or the devices `accelerate launch` gives)."""
+    eval_every: int | Literal["epoch"] = "epoch"
+    """Evaluate on validation at the end of every epoch, or every N optimizer steps."""
+    metric_for_best: str | None = None
+    """Validation metric that picks the saved model (null: the task's main metric, e.g. accuracy)."""
+    patience: int | None = Field(default=None, ge=1)
+    """Stop after this many evaluations without improvement; null never stops early."""
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or 'full'")
+        return value
+
+    @field_validator("eval_every")
+    @classmethod
+    def _positive_interval(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or 'epoch'")
+        return value
+
+
+class OptimConfig(_Section):
+    name: Literal["adamw"] = "adamw"
+    """Optimizer."""
+    weight_decay: float = Field(default=0.01, ge=0.0, lt=1.0)
+    """Decoupled weight decay, applied to matrices only (tensors of rank >= 2), never to biases or norms."""
+    beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    """Adam's first-moment decay."""
+    beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
+    """Adam's second-moment decay."""
+    eps: float = Field(default=1e-8, gt=0.0)
+    """Adam's epsilon."""
+
+
+class ScheduleConfig(_Section):
+    name: Literal["constant", "linear", "cosine"] = "linear"
+    """Learning-rate schedule after warmup: constant, linear decay to 0, or cosine decay to 0."""
+    warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0)
+    """Share of all optimizer steps spent warming up linearly from 0."""
+    warmup_steps: int | None = Field(default=None, ge=0)
+    """Warmup length in optimizer steps; overrides warmup_ratio when set."""
+
+
+class Config(_Section):
+    task: Literal["classification"] = "classification"
+    """What to fine-tune for: classification (text or sentiment classification)."""
+    model: str = "minilm"
+    """A built-in model name (`sftlab models list`), a local folder, or a Hugging Face Hub name."""
+    output_dir: Path = Path("runs/sftlab")
+    """Where the model, the resolved config and metrics.json are written."""
+    data: DataConfig = Field(default_factory=lambda: DataConfig(dataset="trec6"))
+    """Training, validation and test data."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """The training loop."""
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """The optimizer."""
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    """The learning-rate schedule."""
+    trust_remote_code: bool = False
+    """Allow a Hub model to run its own Python code; off unless you trust the model's author."""
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a model")
+        return value
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The resolved config as plain YAML-able values."""
+        return self.model_dump(mode="json")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=3` -> (["train", "epochs"], 3); the value is read as YAML (numbers, lists, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise SftlabError(f"override '{text}': expected key=value, e.g. train.epochs=3")
+    parts = key.strip().split(".")
+    if any(not part for part in parts):
+        raise SftlabError(f"override '{text}': empty key part in '{key}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        # YAML 1.1 reads `2e-5` (no dot) as text; on the command line it is clearly a number.
+        with contextlib.suppress(ValueError):
+            value = float(value) if NUMBER.fullmatch(value) else value
+    return parts, value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `values` with each `a.b=value` override set; unknown keys are left for validation."""
+    result = _deep_copy(values)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = result
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file and line."""
+    if not path.exists():
+        raise SftlabError(f"{path}: config file not found")
+    if path.is_dir():
+        raise SftlabError(f"{path}: is a directory, expected a YAML config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SftlabError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SftlabError(f"{path}{where}: invalid YAML: {problem}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise SftlabError(
+            f"{path}: expected a mapping of config keys at the top level, got {type(values).__name__}"
+        )
+    return values
+
+
+def load_config(
+    source: Path | str | dict[str, Any] | Config | None = None, overrides: list[str] | None = None
+) -> Config:
+    """Build a validated Config from a YAML path, a dict or a Config, plus `a.b=value` overrides."""
+    if isinstance(source, Config):
+        values = source.to_yaml_dict()
+        name = "config"
+    elif isinstance(source, dict):
+        values, name = source, "config"
+    elif source is None:
+        values, name = {}, "config"
+    else:
+        path = Path(source)
+        values, name = read_yaml(path), str(path)
+    values = apply_overrides(values, overrides or [])
+    return validate_config(values, name)
+
+
+def validate_config(values: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(values)
+    except ValidationError as error:
+        # A value checked against a union (`int | "full"`) fails once per member: merge those into one line.
+        merged: dict[tuple[str, ...], list[str]] = {}
+        for item in error.errors():
+            location, message = _describe(item)
+            messages = merged.setdefault(location, [])
+            if message not in messages:
+                messages.append(message)
+        problems = [_format_problem(location, messages, values) for location, messages in sorted(merged.items())]
+        raise ConfigError(source, problems) from None
+
+
+SHORT_MESSAGES = {
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "model_type": "must be a mapping of keys",
+    "model_attributes_type": "must be a mapping of keys",
+    "dict_type": "must be a mapping of keys",
+    "list_type": "must be a list",
+}
+
+
+def _describe(item: Any) -> tuple[tuple[str, ...], str]:
+    """(location of the config key, what is wrong); union-member tags are dropped from the location."""
+    location = _field_location([str(part) for part in item["loc"]])
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(list(location[:-1]))
+        near = difflib.get_close_matches(location[-1], allowed, n=1, cutoff=0.6)
+        suggestion = ".".join([*location[:-1], near[0]]) if near else ""
+        hint = f"did you mean '{suggestion}'?" if near else f"allowed: {', '.join(allowed)}"
+        return location, f"unknown key ({hint})"
+    if kind == "literal_error":
+        return location, f"must be one of {item.get('ctx', {}).get('expected', '')}"
+    message = SHORT_MESSAGES.get(kind, item["msg"])
+    return location, message.removeprefix("Value error, ")
+
+
+def _format_problem(location: tuple[str, ...], messages: list[str], values: dict[str, Any]) -> str:
+    key = ".".join(location) or "(top level)"
+    text = " or ".join(messages)
+    if text.startswith("unknown key"):
+        return f"{key}: {text}"
+    given = _lookup(values, list(location))
+    return f"{key}: {text}" + ("" if given is _MISSING else f" (got {given!r})")
+
+
+def _field_location(parts: list[str]) -> tuple[str, ...]:
+    """Keep the path through real config sections and fields; stop at pydantic's union tags."""
+    model: type[BaseModel] | None = Config
+    kept: list[str] = []
+    for part in parts:
+        if model is None:
+            break
+        kept.append(part)
+        field = model.model_fields.get(part)
+        if field is None:
+            break
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return tuple(kept)
+
+
+_MISSING = object()
+
+
+def _lookup(values: Any, location: list[str]) -> Any:
+    node = values
+    for part in location:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return _MISSING
+    return node
+
+
+def _allowed_keys(location: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in location:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _deep_copy(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: _deep_copy(value) if isinstance(value, dict) else value for key, value in values.items()}
+
+
+def field_docs(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, doc) for every field, nested sections flattened; used for `sftlab config` docs."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        key = f"{prefix}{name}"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(field_docs(annotation, prefix=f"{key}."))
+        else:
+            default = field.get_default(call_default_factory=True)
+            rows.append((key, "null" if default is None else str(default), field.description or ""))
+    return rows
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False), encoding="utf-8")

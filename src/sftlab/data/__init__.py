@@ -1,0 +1,1 @@
+"""Reading labeled data: tabular files with errors that name the file and line, and batching."""

@@ -1,0 +1,31 @@
+"""The evaluation report printed at the end of a run and by `sftlab eval`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_classification_report(metrics: dict[str, Any], title: str) -> str:
+    per_class = metrics["per_class"]
+    width = max(12, *(len(name) for name in per_class)) + 2
+    lines = [title, "", f"{'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for name, row in per_class.items():
+        lines.append(
+            f"{name:<{width}}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10d}"
+        )
+    total = metrics["num_examples"]
+    lines.append("")
+    for label, key in (("macro avg", "macro"), ("weighted avg", "weighted"), ("micro avg", "micro")):
+        lines.append(
+            f"{label:<{width}}{metrics[f'precision_{key}']:>10.4f}{metrics[f'recall_{key}']:>10.4f}{metrics[f'f1_{key}']:>10.4f}{total:>10d}"
+        )
+    summary = f"accuracy {metrics['accuracy']:.4f}"
+    if "loss" in metrics:
+        summary += f"   loss {metrics['loss']:.4f}"
+    lines += ["", summary, "", "confusion matrix (rows: true label, columns: predicted)"]
+    names = metrics["confusion_matrix"]["labels"]
+    cell = max(6, *(len(name) + 1 for name in names))
+    lines.append(" " * width + "".join(f"{name:>{cell}}" for name in names))
+    for name, row in zip(names, metrics["confusion_matrix"]["matrix"], strict=True):
+        lines.append(f"{name:<{width}}" + "".join(f"{count:>{cell}d}" for count in row))
+    return "\n".join(lines)

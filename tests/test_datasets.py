@@ -1,0 +1,45 @@
+import collections
+import json
+
+from sftlab.catalog.datasets import fetch_dataset, stratified_split
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_trec6_splits_are_fixed_stratified_and_disjoint():
+    paths = fetch_dataset("trec6")
+    splits = {name: _rows(path) for name, path in paths.items()}
+    assert {name: len(rows) for name, rows in splits.items()} == {
+        "train": 4360,
+        "validation": 546,
+        "test": 546,
+    }
+    # train_5500's class counts, split 80/10/10 within each class
+    total = collections.Counter(row["label"] for rows in splits.values() for row in rows)
+    assert total == {"ENTY": 1250, "HUM": 1223, "DESC": 1162, "NUM": 896, "LOC": 835, "ABBR": 86}
+    test_counts = collections.Counter(row["label"] for row in splits["test"])
+    assert test_counts == {label: round(count * 0.1) for label, count in total.items()}
+    first = splits["train"][0]
+    assert set(first) == {"text", "label", "fine_label"} and first["fine_label"].startswith(
+        first["label"] + ":"
+    )
+
+
+def test_sms_spam_split():
+    splits = {name: _rows(path) for name, path in fetch_dataset("sms_spam").items()}
+    assert sum(len(rows) for rows in splits.values()) == 4837
+    total = collections.Counter(row["label"] for rows in splits.values() for row in rows)
+    assert total == {"ham": 4199, "spam": 638}
+
+
+def test_stratified_split_is_deterministic_and_proportional():
+    labels = ["a"] * 50 + ["b"] * 30 + ["c"] * 20
+    first = stratified_split(labels, (0.1, 0.2), seed=5)
+    assert first == stratified_split(labels, (0.1, 0.2), seed=5)
+    train, validation, test = first
+    assert sorted(train + validation + test) == list(range(100))
+    assert collections.Counter(labels[i] for i in test) == {"a": 10, "b": 6, "c": 4}
+    assert collections.Counter(labels[i] for i in validation) == {"a": 5, "b": 3, "c": 2}
+    assert first != stratified_split(labels, (0.1, 0.2), seed=6)
