@@ -117,13 +117,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from sftlab.evaluation.report import format_classification_report
     from sftlab.predictor import load
 
     predictor = load(args.output_dir, precision=args.precision)
     metrics = predictor.evaluate(args.data)
     print(
-        format_classification_report(
+        predictor.report(
             metrics, f"Evaluation of {args.output_dir} on {args.data} ({metrics['num_examples']} examples)"
         )
     )
@@ -142,9 +141,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise SftlabError(f"--batch-size: must be at least 1 (got {args.batch_size})")
     predictor = load(args.output_dir, precision=args.precision)
     table, predictions = predictor.predict_file(args.input, args.batch_size)
-    column = predictor.task.text_column
+    # Each output line echoes the input column it was predicted from, then the task's prediction fields.
+    column = predictor.task.input_column
     lines = [
-        json.dumps({"text": row[column], **prediction}, ensure_ascii=False)
+        json.dumps({column: row[column], **prediction}, ensure_ascii=False)
         for row, prediction in zip(table.rows, predictions, strict=True)
     ]
     _write_atomic(args.output, "\n".join(lines) + "\n")

@@ -247,7 +247,9 @@ def validate_config(values: dict[str, Any], source: str = "config") -> Config:
             messages = merged.setdefault(location, [])
             if message not in messages:
                 messages.append(message)
-        problems = [_format_problem(location, messages, values) for location, messages in sorted(merged.items())]
+        problems = [
+            _format_problem(location, messages, values) for location, messages in sorted(merged.items())
+        ]
         raise ConfigError(source, problems) from None
 
 

@@ -1,4 +1,8 @@
-"""Use a finished run: `sftlab.load(OUTPUT_DIR)` gives a predictor for new texts and labeled files."""
+"""Use a finished run: `sftlab.load(OUTPUT_DIR)` gives a predictor for new inputs and labeled files.
+
+The predictor is task-neutral: it reads the run's resolved config, asks the task type to rebuild itself
+and its model from the saved folder, and hands prediction and evaluation to the task.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ from sftlab.data.readers import Table, read_table
 from sftlab.errors import SftlabError
 from sftlab.models import quiet_transformers
 from sftlab.runtime import resolve_precision, wants_cuda
-from sftlab.tasks.classification import ClassificationTask
+from sftlab.tasks import task_class
 
 
-def _autocast(device: torch.device, precision: str) -> Any:
+def autocast_for(device: torch.device, precision: str) -> Any:
+    """A zero-argument context factory: autocast in bf16/fp16, or nothing for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -24,11 +29,11 @@ def _autocast(device: torch.device, precision: str) -> Any:
 
 
 class Predictor:
-    """A fine-tuned classifier with the label maps and columns it was trained with."""
+    """A fine-tuned model with the task settings (label maps, columns) it was trained with."""
 
     def __init__(self, output_dir: Path | str, precision: str = "auto", device: str = "auto") -> None:
         quiet_transformers()
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.output_dir = Path(output_dir)
         model_dir = self.output_dir / "model"
@@ -39,68 +44,58 @@ class Predictor:
             )
         self.config = load_config(config_path)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        self.task, self.model = task_class(self.config.task).from_saved(model_dir, self.config)
         use_cuda = wants_cuda(device)
         self.device = torch.device("cuda" if use_cuda else "cpu")
         self.precision = resolve_precision(precision, use_cuda)
+        self.autocast = autocast_for(self.device, self.precision)
         self.model.to(self.device).eval()
-        id2label = self.model.config.id2label
-        self.task = ClassificationTask(
-            [id2label[i] for i in range(len(id2label))], self.config.data.text_column,
-            self.config.data.label_column, self.config.data.max_length,
-        )  # fmt: skip
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.batch_size = self.config.train.eval_batch_size
 
-    def _logits(self, examples: list[dict[str, Any]], batch_size: int) -> torch.Tensor:
-        return self.task.logits(
+    def predict_table(self, table: Table, batch_size: int | None = None) -> list[dict[str, Any]]:
+        """One prediction dict per row of `table`, in order."""
+        return self.task.predict(
             self.model,
-            examples,
+            self.tokenizer,
+            table,
             self.pad_id,
-            batch_size,
+            batch_size or self.batch_size,
             self.device,
-            _autocast(self.device, self.precision),
+            self.autocast,
         )
 
-    def predict(self, texts: list[str], batch_size: int | None = None) -> list[dict[str, Any]]:
-        """[{"label": ..., "score": ...}] per text, score being the predicted label's softmax probability."""
-        table = Table(
-            Path("<texts>"),
-            [{self.task.text_column: text} for text in texts],
-            list(range(1, len(texts) + 1)),
-            "item",
-        )
-        return self._predict_table(table, batch_size)
-
-    def _predict_table(self, table: Table, batch_size: int | None) -> list[dict[str, Any]]:
-        examples = self.task.encode(self.tokenizer, table, with_labels=False)
-        probabilities = self._logits(examples, batch_size or self.config.train.eval_batch_size).softmax(-1)
-        scores, ids = probabilities.max(-1)
-        return [
-            {"label": self.task.label_names[i], "score": float(s)}
-            for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
-        ]
+    def predict(self, inputs: list[Any], batch_size: int | None = None) -> list[dict[str, Any]]:
+        """Predictions for plain inputs: texts for text tasks, or row dicts with the run's columns."""
+        rows = [item if isinstance(item, dict) else {self.task.input_column: item} for item in inputs]
+        table = Table(Path("<inputs>"), rows, list(range(1, len(rows) + 1)), "item")
+        return self.predict_table(table, batch_size)
 
     def predict_file(
         self, path: Path | str, batch_size: int | None = None
     ) -> tuple[Table, list[dict[str, Any]]]:
-        """Read texts from a data file (the run's text column) or a .txt file (one text per line)."""
+        """Read inputs from a data file (the run's columns) or a .txt file (one text per line)."""
         path = Path(path)
-        if path.suffix.lower() == ".txt" and path.is_file():
-            table = _read_lines(path, self.task.text_column)
-        else:
-            table = read_table(path)
-        return table, self._predict_table(table, batch_size)
+        table = (
+            read_lines(path, self.task.input_column)
+            if path.suffix.lower() == ".txt" and path.is_file()
+            else read_table(path)
+        )
+        return table, self.predict_table(table, batch_size)
 
     def evaluate(self, path: Path | str, batch_size: int | None = None) -> dict[str, Any]:
         """Metrics on a labeled file; a label the model does not know is an error naming the line."""
         examples = self.task.encode(self.tokenizer, read_table(path))
         return self.task.evaluate(
-            self.model, examples, self.pad_id, batch_size or self.config.train.eval_batch_size,
-            self.device, _autocast(self.device, self.precision),
-        )  # fmt: skip
+            self.model, examples, self.pad_id, batch_size or self.batch_size, self.device, self.autocast
+        )
+
+    def report(self, metrics: dict[str, Any], title: str) -> str:
+        return self.task.report(metrics, title)
 
 
-def _read_lines(path: Path, column: str) -> Table:
+def read_lines(path: Path, column: str) -> Table:
+    """A .txt file as a table: one non-empty line per row, in `column`."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:

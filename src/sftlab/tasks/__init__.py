@@ -25,6 +25,16 @@ class Task(Protocol):
         """Build from the training table and check every split against it."""
         ...
 
+    @classmethod
+    def from_saved(cls, model_dir: Any, config: Any) -> tuple[Task, Any]:
+        """The task and the fine-tuned model, rebuilt from a finished run (for predict and eval)."""
+        ...
+
+    @property
+    def input_column(self) -> str:
+        """The column `predict` reads from input files (and the key for plain strings)."""
+        ...
+
     def load_model(self, location: str, config: Any) -> Any:
         """The pretrained model with this task's head."""
         ...
@@ -48,6 +58,11 @@ class Task(Protocol):
     def evaluate(self, model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_size: int,
                  device: torch.device, autocast: Any) -> dict[str, Any]:  # fmt: skip
         """Metrics (including `loss`) over the examples."""
+        ...
+
+    def predict(self, model: Any, tokenizer: Any, table: Table, pad_token_id: int, batch_size: int,
+                device: torch.device, autocast: Any) -> list[dict[str, Any]]:  # fmt: skip
+        """One JSON-able prediction dict per row of `table`."""
         ...
 
     def report(self, metrics: dict[str, Any], title: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -79,6 +80,22 @@ class ClassificationTask:
                 task.label_ids(table)
         return task
 
+    @classmethod
+    def from_saved(cls, model_dir: Path, config: Any) -> tuple[ClassificationTask, Any]:
+        """The task and the fine-tuned model from a finished run's model/ folder."""
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        id2label = model.config.id2label
+        names = [id2label[i] for i in range(len(id2label))]
+        data = config.data
+        return cls(names, data.text_column, data.label_column, data.max_length), model
+
+    @property
+    def input_column(self) -> str:
+        """The column `predict` reads (also the key for plain strings passed to Predictor.predict)."""
+        return self.text_column
+
     @property
     def label2id(self) -> dict[str, int]:
         return {name: index for index, name in enumerate(self.label_names)}
@@ -150,6 +167,17 @@ class ClassificationTask:
         metrics = classification_metrics(labels.tolist(), logits.argmax(-1).tolist(), self.label_names)
         metrics["loss"] = float(F.cross_entropy(logits, labels))
         return metrics
+
+    def predict(self, model: Any, tokenizer: Any, table: Table, pad_token_id: int, batch_size: int,
+                device: torch.device, autocast: Any) -> list[dict[str, Any]]:  # fmt: skip
+        """{"label", "score"} per row; score is the predicted label's softmax probability."""
+        examples = self.encode(tokenizer, table, with_labels=False)
+        probabilities = self.logits(model, examples, pad_token_id, batch_size, device, autocast).softmax(-1)
+        scores, ids = probabilities.max(-1)
+        return [
+            {"label": self.label_names[i], "score": float(s)}
+            for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
+        ]
 
     def report(self, metrics: dict[str, Any], title: str) -> str:
         return format_classification_report(metrics, title)
