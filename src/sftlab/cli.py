@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_model = models_commands.add_parser("fetch", help="download and cache a built-in model")
     fetch_model.add_argument("name")
 
+    bench = commands.add_parser(
+        "bench", help="benchmark sftlab against transformers.Trainer on the same work (see benchmarks/)"
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of benchmarks/compare_hf.py, e.g. --quick")
+
     config = commands.add_parser("config", help="show every config key, or a resolved config")
     config.add_argument(
         "config", type=Path, nargs="?", help="YAML config file to resolve (omit to list all keys)"
@@ -212,7 +217,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sftlab.bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 COMMANDS = {
+    "bench": cmd_bench,
     "train": cmd_train,
     "eval": cmd_eval,
     "predict": cmd_predict,
