@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_model = models_commands.add_parser("fetch", help="download and cache a built-in model")
     fetch_model.add_argument("name")
 
-    bench = commands.add_parser(
+    commands.add_parser(
         "bench", help="benchmark sftlab against transformers.Trainer on the same work (see benchmarks/)"
     )
 
