@@ -18,10 +18,25 @@ CONFIGS = {
     "electra": {**SMALL, "embedding_size": 8},
     "distilbert": {"dim": 16, "n_layers": 3, "n_heads": 2, "hidden_dim": 20, "vocab_size": 50},
     "xlnet": {"d_model": 16, "n_layer": 3, "n_head": 2, "d_inner": 20, "vocab_size": 50},
-    "t5": {"d_model": 16, "num_layers": 2, "num_decoder_layers": 1, "num_heads": 2, "d_ff": 20, "d_kv": 8,
-           "vocab_size": 50},  # fmt: skip
-    "bart": {"d_model": 16, "encoder_layers": 2, "decoder_layers": 1, "encoder_attention_heads": 2,
-             "decoder_attention_heads": 2, "encoder_ffn_dim": 20, "decoder_ffn_dim": 20, "vocab_size": 50},  # fmt: skip
+    "t5": {
+        "d_model": 16,
+        "num_layers": 2,
+        "num_decoder_layers": 1,
+        "num_heads": 2,
+        "d_ff": 20,
+        "d_kv": 8,
+        "vocab_size": 50,
+    },  # fmt: skip
+    "bart": {
+        "d_model": 16,
+        "encoder_layers": 2,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 20,
+        "decoder_ffn_dim": 20,
+        "vocab_size": 50,
+    },  # fmt: skip
     "gpt2": {"n_embd": 16, "n_layer": 3, "n_head": 2, "vocab_size": 50, "pad_token_id": 0},
     "llama": {**SMALL, "num_key_value_heads": 2, "pad_token_id": 0},
     "qwen2": {**SMALL, "num_key_value_heads": 2, "pad_token_id": 0},
@@ -67,7 +82,9 @@ def test_encoder_decoder_blocks_run_encoder_then_decoder():
 
 
 def test_deberta_v2_relative_embeddings_count_as_embeddings():
-    groups = {group.name: [n for n, _ in group.parameters] for group in layer_groups(tiny_model("deberta-v2"))}
+    groups = {
+        group.name: [n for n, _ in group.parameters] for group in layer_groups(tiny_model("deberta-v2"))
+    }
     assert "deberta.encoder.rel_embeddings.weight" in groups["embeddings"]
 
 

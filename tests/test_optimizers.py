@@ -30,7 +30,10 @@ def test_every_optimizer_steps_with_groups_decayed_by_rank(name):
     named = layers()
     options = {"momentum": 0.9, "nesterov": True} if name == "sgd" else {}
     optimizer = build_optimizer(named, name, {"block 0": 0.1, "head": 0.2}, weight_decay=0.01, **options)
-    groups = [(g["layer"], g["weight_decay"], g["peak_lr"], [p.ndim for p in g["params"]]) for g in optimizer.param_groups]
+    groups = [
+        (g["layer"], g["weight_decay"], g["peak_lr"], [p.ndim for p in g["params"]])
+        for g in optimizer.param_groups
+    ]
     assert groups == [("block 0", 0.01, 0.1, [2]), ("block 0", 0.0, 0.1, [1]), ("head", 0.01, 0.2, [2]),
                       ("head", 0.0, 0.2, [1])]  # fmt: skip
     before = [p.detach().clone() for _, ps in named for _, p in ps]
