@@ -4,8 +4,9 @@
     python benchmarks/training_controls.py table    # mean ± std per configuration from those lines
 
 Each run is `sftlab train` (in-process, the same code path) on a slice that fits a shared 2-core CPU:
-the first 400 training examples, max_length 32 (trec6) / 64 (sms_spam), 3 epochs, batch 32, lr 1e-4,
-one evaluation at the end (no best-epoch pick), on the first 300 test examples of sftlab's split. Seeds are the outer loop, so a partial
+the first 300 training examples, max_length 32 (trec6) / 64 (sms_spam), 2 epochs, batch 32, lr 1e-4,
+one evaluation at the end (no best-epoch pick), on the first 200 test examples of sftlab's split, one
+torch thread (run with OMP_NUM_THREADS=1 on a shared machine). Seeds are the outer loop, so a partial
 run still gives every configuration the same seeds. Results: runs/benchmarks/training_controls.jsonl.
 """
 
@@ -20,16 +21,16 @@ from pathlib import Path
 RESULTS = Path("runs/benchmarks/training_controls.jsonl")
 SEEDS = [1, 2, 3]
 COMMON = [
-    "data.max_train_samples=400", "data.max_eval_samples=300", "train.epochs=3", "train.batch_size=32",
+    "data.max_train_samples=300", "data.max_eval_samples=200", "train.epochs=2", "train.batch_size=32",
     "train.learning_rate=1e-4", "train.eval_every=1000",
 ]  # fmt: skip
 
-# (dataset, label, overrides); 400 examples / 32 = 13 steps per epoch, 39 in all.
+# (dataset, label, overrides); 300 examples / 32 = 10 steps per epoch, 20 in all.
 GRID = [
     ("trec6", "full fine-tuning (linear, warmup 6%)", []),
     ("trec6", "bottom 4 of 6 blocks frozen", ["freeze.bottom_layers=4"]),
-    ("trec6", "gradual unfreezing (one layer every 4 steps)",
-     ["freeze.gradual_unfreeze=true", "freeze.unfreeze_every=4", "freeze.unfreeze_unit=step"]),
+    ("trec6", "gradual unfreezing (one layer every 2 steps)",
+     ["freeze.gradual_unfreeze=true", "freeze.unfreeze_every=2", "freeze.unfreeze_unit=step"]),
     ("trec6", "layer-wise LR decay 0.8", ["optim.layer_lr_decay=0.8"]),
     ("trec6", "slanted triangular (cut_frac 0.1, ratio 32)", ["schedule.name=slanted_triangular"]),
     ("sms_spam", "cross-entropy", []),

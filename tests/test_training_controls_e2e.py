@@ -97,6 +97,7 @@ def dropout_free_minilm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.mark.slow  # four short training runs
 def test_accumulation_and_bgd_equal_the_full_batch_gradient_update(tmp_path, dropout_free_minilm):
     exact = [
         f"model={dropout_free_minilm}", "data.max_train_samples=24", "optim.name=sgd", "optim.weight_decay=0",
