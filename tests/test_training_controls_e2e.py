@@ -168,7 +168,7 @@ def test_plan_shows_groups_rates_and_schedule_without_training(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-def test_unknown_architecture_with_layer_options_is_one_line_error(tmp_path):
+def test_freeze_pattern_matching_nothing_is_a_one_line_error(tmp_path):
     result = run_cli("plan", str(REPO / "examples" / "trec6.yaml"), "freeze.patterns=[nothing_matches]")
     assert result.returncode == 2
     assert result.stderr.strip() == (
