@@ -123,3 +123,26 @@ def test_gradual_unfreezing_stages_top_down():
     assert stages[-1] == {n for n, _ in model.named_parameters()}
     assert [unfreeze_stage(step=0, epoch=e, every=2, unit="epoch") for e in range(5)] == [0, 0, 1, 1, 2]
     assert [unfreeze_stage(step=s, epoch=0, every=3, unit="step") for s in range(7)] == [0, 0, 0, 1, 1, 1, 2]
+
+
+def test_trainable_layers_from_config_freeze_then_unfreeze_the_rest():
+    from sftlab.config import load_config
+    from sftlab.recipes.components import make_optimizer, metric_value, trainable_layers
+
+    model = tiny_model("bert")
+    config = load_config({}, ["freeze.bottom_layers=1", "freeze.gradual_unfreeze=true", "optim.layer_lr_decay=0.5",
+                              "train.learning_rate=0.1"])  # fmt: skip
+    trainable = trainable_layers(model, config)
+    # Stages: pooler+head, +block 2, +block 1; block 0 and the embeddings are frozen for good.
+    assert len(trainable.stages) == 3
+    assert [name for name, _ in trainable.layers] == ["block 1", "block 2", "pooler", "head"]
+    assert trainable.learning_rates == {"block 1": 0.05, "block 2": 0.1, "pooler": 0.1, "head": 0.1}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable.stages[0]
+    optimizer = make_optimizer(trainable, config)
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[i] for i in in_optimizer} == trainable.stages[-1]
+    with pytest.raises(
+        SftlabError, match=r"train.metric_for_best: no validation metric 'f2' \(available: accuracy, loss\)"
+    ):
+        metric_value({"accuracy": 0.5, "loss": 1.0, "per_class": {}}, "f2", "train.metric_for_best")

@@ -84,3 +84,11 @@ def make_schedule(config: Config, total_steps: int, steps_per_epoch: int, metric
         "lower_is_better": plateau_metric == "loss",
     }  # fmt: skip
     return build_schedule(schedule.name, total_steps, warmup, **options)
+
+
+def metric_value(metrics: dict[str, Any], name: str, key: str) -> float:
+    """A validation metric by name; a name the task does not report is an error naming the config key."""
+    if name not in metrics or isinstance(metrics[name], dict):
+        available = ", ".join(sorted(k for k, v in metrics.items() if not isinstance(v, dict)))
+        raise SftlabError(f"{key}: no validation metric '{name}' (available: {available})")
+    return float(metrics[name])

@@ -24,7 +24,7 @@ from sftlab.errors import SftlabError
 from sftlab.freezing import count_parameters, set_trainable, unfreeze_stage
 from sftlab.models import load_tokenizer, locate_model, quiet_transformers
 from sftlab.outputs import check_output_dir, staged_output
-from sftlab.recipes.components import make_optimizer, make_schedule, trainable_layers
+from sftlab.recipes.components import make_optimizer, make_schedule, metric_value, trainable_layers
 from sftlab.runtime import make_accelerator, set_seed
 from sftlab.tasks import task_class
 
@@ -164,13 +164,9 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
                 continue
             # --- evaluate, keep the best model, maybe stop early
             metrics = evaluate("validation")
-            for key in {metric_for_best, plateau_metric}:
-                if key not in metrics:
-                    raise SftlabError(f"train.metric_for_best / schedule.plateau_metric: no validation metric "
-                                      f"'{key}' (available: {', '.join(sorted(k for k, v in metrics.items() if not isinstance(v, dict)))})")  # fmt: skip
-            value = float(metrics[metric_for_best])
-            if hasattr(schedule, "observe"):
-                schedule.observe(float(metrics[plateau_metric]))
+            value = metric_value(metrics, metric_for_best, "train.metric_for_best")
+            if hasattr(schedule, "observe"):  # reduce_on_plateau adapts at evaluations
+                schedule.observe(metric_value(metrics, plateau_metric, "schedule.plateau_metric"))
             improved = best["value"] is None or (
                 value < best["value"] if lower_is_better else value > best["value"]
             )
