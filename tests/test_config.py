@@ -50,7 +50,8 @@ def test_every_bad_key_is_reported_at_once_with_suggestions():
     assert "train.learnin_rate: unknown key (did you mean 'train.learning_rate'?)" in joined
     assert "train.epochs: Input should be greater than or equal to 1 (got 0)" in joined
     assert "train.precision: must be one of 'auto', 'bf16', 'fp16' or 'fp32' (got 'bf17')" in joined
-    assert "schedule.name: must be one of 'constant', 'linear' or 'cosine' (got 'triangle')" in joined
+    assert "schedule.name: must be one of 'constant', 'linear', 'cosine', 'step'," in joined
+    assert "'slanted_triangular' or 'reduce_on_plateau' (got 'triangle')" in joined
 
 
 def test_unknown_key_without_near_match_lists_allowed_keys():

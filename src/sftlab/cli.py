@@ -10,6 +10,7 @@ from pathlib import Path
 EXAMPLES = """examples:
   sftlab train examples/trec6.yaml
   sftlab train examples/trec6.yaml train.epochs=2 output_dir=runs/quick --overwrite
+  sftlab plan examples/trec6.yaml freeze.bottom_layers=4
   sftlab eval runs/trec6 --data my_labeled.csv
   sftlab predict runs/trec6 --input questions.txt --output predictions.jsonl
   sftlab datasets list
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
     train.add_argument("--quiet", action="store_true", help="print only errors")
+
+    plan = commands.add_parser("plan", help="show what a config will train, without training")
+    plan.add_argument("config", type=Path, help="YAML config file")
+    plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
     evaluate = commands.add_parser("eval", help="evaluate a finished run on a labeled file")
     evaluate.add_argument("output_dir", type=Path, help="a finished run's output_dir")
@@ -121,6 +126,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sftlab.api import finetune
 
     finetune(config, overwrite=args.overwrite, echo=not args.quiet)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from sftlab.config import load_config
+    from sftlab.recipes.plan import describe_plan
+
+    print(describe_plan(load_config(args.config, args.overrides)))
     return 0
 
 
@@ -224,6 +237,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": cmd_train,
+    "plan": cmd_plan,
     "eval": cmd_eval,
     "predict": cmd_predict,
     "datasets": cmd_datasets,

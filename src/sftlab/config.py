@@ -106,25 +106,109 @@ class TrainConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["adamw"] = "adamw"
-    """Optimizer."""
+    name: Literal["sgd", "adam", "adamw", "adagrad", "rmsprop", "adafactor"] = "adamw"
+    """Optimizer: sgd (momentum, nesterov), adam, adamw, adagrad, rmsprop or adafactor."""
     weight_decay: float = Field(default=0.01, ge=0.0, lt=1.0)
-    """Decoupled weight decay, applied to matrices only (tensors of rank >= 2), never to biases or norms."""
+    """Weight decay, applied to matrices only (tensors of rank >= 2), never to biases or norms."""
     beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
-    """Adam's first-moment decay."""
+    """Adam's first-moment decay (adam, adamw)."""
     beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
-    """Adam's second-moment decay."""
+    """Adam's second-moment decay (adam, adamw)."""
     eps: float = Field(default=1e-8, gt=0.0)
-    """Adam's epsilon."""
+    """Epsilon added to the denominator (adam, adamw, adagrad, rmsprop)."""
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Momentum (sgd, rmsprop)."""
+    nesterov: bool = False
+    """Nesterov momentum (sgd; needs momentum > 0)."""
+    layer_lr_decay: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Layer-wise learning-rate decay: each lower block gets the block above's rate times this (1 = off)."""
+    head_learning_rate: float | None = Field(default=None, gt=0.0, le=10.0)
+    """Peak learning rate of the task head; null uses train.learning_rate."""
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimConfig:
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0.0):
+            raise ValueError("optim.nesterov needs optim.name sgd and optim.momentum > 0")
+        return self
 
 
 class ScheduleConfig(_Section):
-    name: Literal["constant", "linear", "cosine"] = "linear"
-    """Learning-rate schedule after warmup: constant, linear decay to 0, or cosine decay to 0."""
+    name: Literal[
+        "constant", "linear", "cosine", "step", "exponential", "polynomial", "inverse_sqrt",
+        "slanted_triangular", "reduce_on_plateau",
+    ] = "linear"  # fmt: skip
+    """Learning-rate schedule (after warmup); `sftlab plan` shows its values for a config."""
     warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0)
-    """Share of all optimizer steps spent warming up linearly from 0."""
+    """Share of all optimizer steps spent warming up linearly from 0 (not used by slanted_triangular)."""
     warmup_steps: int | None = Field(default=None, ge=0)
     """Warmup length in optimizer steps; overrides warmup_ratio when set."""
+    step_size: int | None = Field(default=None, ge=1)
+    """step / exponential: optimizer steps per decay by gamma; null means one epoch."""
+    gamma: float = Field(default=0.5, gt=0.0, le=1.0)
+    """step / exponential / reduce_on_plateau: factor applied at each decay."""
+    power: float = Field(default=1.0, gt=0.0)
+    """polynomial: exponent of the decay (1 is linear)."""
+    end_factor: float = Field(default=0.0, ge=0.0, le=1.0)
+    """polynomial: share of the peak rate reached at the last step."""
+    cut_frac: float = Field(default=0.1, gt=0.0, lt=1.0)
+    """slanted_triangular: share of the steps spent rising (ULMFiT: 0.1)."""
+    ratio: float = Field(default=32.0, ge=1.0)
+    """slanted_triangular: how much smaller the lowest rate is than the peak (ULMFiT: 32)."""
+    plateau_metric: str | None = None
+    """reduce_on_plateau: validation metric watched (null: train.metric_for_best); lower is better for loss."""
+    patience: int = Field(default=1, ge=1)
+    """reduce_on_plateau: evaluations without improvement before the rate is multiplied by gamma."""
+    min_factor: float = Field(default=0.0, ge=0.0, le=1.0)
+    """reduce_on_plateau: the rate never drops below peak times this."""
+
+
+class FreezeConfig(_Section):
+    embeddings: bool = False
+    """Freeze the embeddings for the whole run."""
+    bottom_layers: int = Field(default=0, ge=0)
+    """Freeze the embeddings and the bottom N transformer blocks (encoder first for encoder-decoders)."""
+    patterns: list[str] = Field(default_factory=list)
+    """Freeze every parameter whose name a regular expression matches (re.search); works for any model."""
+    gradual_unfreeze: bool = False
+    """ULMFiT: train only the head first, then unfreeze one block more from the top every unfreeze_every."""
+    unfreeze_every: int = Field(default=1, ge=1)
+    """Gradual unfreezing: epochs or optimizer steps between unfreezing two blocks."""
+    unfreeze_unit: Literal["epoch", "step"] = "epoch"
+    """Gradual unfreezing counts `unfreeze_every` in epochs or in optimizer steps."""
+
+    @field_validator("patterns")
+    @classmethod
+    def _valid_regexes(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"'{pattern}' is not a regular expression: {error}") from None
+        return patterns
+
+
+class LossConfig(_Section):
+    name: Literal["cross_entropy", "focal"] = "cross_entropy"
+    """Training loss: cross_entropy, or focal (down-weights easy examples; for imbalanced data)."""
+    class_weights: Literal["auto"] | list[float] | None = None
+    """Per-class weights: auto (n / (classes * n_class) from train counts), a list in label order, or null."""
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Cross-entropy label smoothing: this share of the target mass is spread over all classes."""
+    focal_gamma: float = Field(default=2.0, ge=0.0)
+    """Focal loss exponent gamma: the loss of an example is scaled by (1 - p_true)^gamma."""
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, value: Any) -> Any:
+        if isinstance(value, list) and (not value or any(weight < 0 for weight in value)):
+            raise ValueError("must be 'auto' or a non-empty list of weights >= 0, one per label")
+        return value
+
+    @model_validator(mode="after")
+    def _smoothing_is_for_cross_entropy(self) -> LossConfig:
+        if self.name == "focal" and self.label_smoothing > 0:
+            raise ValueError("loss.label_smoothing applies to cross_entropy, not to focal")
+        return self
 
 
 class Config(_Section):
@@ -142,6 +226,10 @@ class Config(_Section):
     """The optimizer."""
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     """The learning-rate schedule."""
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    """Which parameters train: frozen layers, regex patterns, gradual unfreezing."""
+    loss: LossConfig = Field(default_factory=LossConfig)
+    """The training loss."""
     trust_remote_code: bool = False
     """Allow a Hub model to run its own Python code; off unless you trust the model's author."""
 

@@ -1,7 +1,9 @@
-"""Learning-rate schedules as pure functions: `factor(step)` multiplies the peak learning rate.
+"""Learning-rate schedules as pure functions: `factor(step)` multiplies each group's peak learning rate.
 
 Steps count optimizer updates from 0. Warmup rises linearly from 0 (at step 0 the factor is
-1/(warmup+1), so the first update is never a zero-size step wasted) to 1 at step `warmup`.
+1/(warmup+1), so the first update is never a zero-size step wasted) to 1 at step `warmup`; every
+schedule but slanted_triangular (whose rise is its own cut_frac) starts with it. The one adaptive
+schedule, reduce_on_plateau, is a small object whose factor also changes when it is told an evaluation.
 """
 
 from __future__ import annotations
@@ -51,11 +53,126 @@ def cosine(total_steps: int, warmup_steps: int = 0) -> Schedule:
     return factor
 
 
-SCHEDULES: dict[str, Callable[..., Schedule]] = {"constant": constant, "linear": linear, "cosine": cosine}
+def step_decay(total_steps: int, warmup_steps: int = 0, step_size: int = 1, gamma: float = 0.5) -> Schedule:
+    """Warmup, then the factor is multiplied by `gamma` every `step_size` steps (a staircase)."""
+
+    def factor(step: int) -> float:
+        rising = _warmup(step, warmup_steps)
+        if rising is not None:
+            return rising
+        return gamma ** ((step - warmup_steps) // step_size)
+
+    return factor
 
 
-def build_schedule(name: str, total_steps: int, warmup_steps: int) -> Schedule:
-    return SCHEDULES[name](total_steps=total_steps, warmup_steps=warmup_steps)
+def exponential(total_steps: int, warmup_steps: int = 0, step_size: int = 1, gamma: float = 0.5) -> Schedule:
+    """Warmup, then smooth exponential decay: `gamma` per `step_size` steps, applied a little every step."""
+
+    def factor(step: int) -> float:
+        rising = _warmup(step, warmup_steps)
+        if rising is not None:
+            return rising
+        return gamma ** ((step - warmup_steps) / step_size)
+
+    return factor
+
+
+def polynomial(
+    total_steps: int, warmup_steps: int = 0, power: float = 1.0, end_factor: float = 0.0
+) -> Schedule:
+    """Warmup, then (1 - progress)^power from 1 down to `end_factor` at `total_steps` (power 1 = linear)."""
+
+    def factor(step: int) -> float:
+        rising = _warmup(step, warmup_steps)
+        if rising is not None:
+            return rising
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return end_factor + (1.0 - end_factor) * (1.0 - progress) ** power
+
+    return factor
+
+
+def inverse_sqrt(total_steps: int, warmup_steps: int = 0) -> Schedule:
+    """Warmup, then sqrt(max(1, warmup) / step): the Transformer paper's decay, 1 at the end of warmup."""
+    anchor = max(1, warmup_steps)
+
+    def factor(step: int) -> float:
+        rising = _warmup(step, warmup_steps)
+        if rising is not None:
+            return rising
+        return math.sqrt(anchor / max(anchor, step))
+
+    return factor
+
+
+def slanted_triangular(
+    total_steps: int, warmup_steps: int = 0, cut_frac: float = 0.1, ratio: float = 32.0
+) -> Schedule:
+    """ULMFiT (Howard & Ruder 2018, eq. 3): a short linear rise over the first `cut_frac` of the steps,
+    then a long linear fall; the lowest factor is 1/ratio. `warmup_steps` is not used: the rise is the cut.
+
+    cut = floor(T * cut_frac); p = t / cut before the cut, else 1 - (t - cut) / (cut * (1/cut_frac - 1));
+    factor = (1 + p * (ratio - 1)) / ratio.
+    """
+    cut = max(1, math.floor(total_steps * cut_frac))
+
+    def factor(step: int) -> float:
+        rising, falling = step / cut, 1.0 - (step - cut) / (cut * (1.0 / cut_frac - 1.0))
+        p = rising if step < cut else max(0.0, falling)
+        return (1.0 + p * (ratio - 1.0)) / ratio
+
+    return factor
+
+
+class ReduceOnPlateau:
+    """Adaptive: warmup, then a constant factor that is multiplied by `gamma` whenever the watched eval
+    metric has not improved for `patience` evaluations in a row (never below `min_factor`)."""
+
+    def __init__(self, total_steps: int, warmup_steps: int = 0, gamma: float = 0.5, patience: int = 1,
+                 min_factor: float = 0.0, lower_is_better: bool = False) -> None:  # fmt: skip
+        self.warmup_steps, self.gamma, self.patience = warmup_steps, gamma, patience
+        self.min_factor, self.lower_is_better = min_factor, lower_is_better
+        self.level, self.best, self.bad_evaluations = 1.0, None, 0
+
+    def __call__(self, step: int) -> float:
+        rising = _warmup(step, self.warmup_steps)
+        return self.level if rising is None else rising * self.level
+
+    def observe(self, value: float) -> None:
+        """Told each evaluation's metric; lowers the level after `patience` evaluations without progress."""
+        if self.best is None or (value < self.best if self.lower_is_better else value > self.best):
+            self.best, self.bad_evaluations = value, 0
+            return
+        self.bad_evaluations += 1
+        if self.bad_evaluations >= self.patience:
+            self.level = max(self.min_factor, self.level * self.gamma)
+            self.bad_evaluations = 0
+
+
+SCHEDULES: dict[str, Callable[..., Schedule]] = {
+    "constant": constant,
+    "linear": linear,
+    "cosine": cosine,
+    "step": step_decay,
+    "exponential": exponential,
+    "polynomial": polynomial,
+    "inverse_sqrt": inverse_sqrt,
+    "slanted_triangular": slanted_triangular,
+    "reduce_on_plateau": ReduceOnPlateau,
+}
+
+
+def build_schedule(name: str, total_steps: int, warmup_steps: int, **options: object) -> Schedule:
+    """The named schedule; `options` holds its own settings (gamma, cut_frac, ...), others are ignored."""
+    import inspect
+
+    builder = SCHEDULES[name]
+    accepted = inspect.signature(builder).parameters
+    return builder(
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        **{key: value for key, value in options.items() if key in accepted},
+    )
 
 
 def warmup_steps_for(total_steps: int, warmup_ratio: float, warmup_steps: int | None) -> int:

@@ -21,10 +21,10 @@ from sftlab.config import Config, save_config
 from sftlab.data.batching import plan_steps
 from sftlab.data.loading import load_tables
 from sftlab.errors import SftlabError
+from sftlab.freezing import count_parameters, set_trainable, unfreeze_stage
 from sftlab.models import load_tokenizer, locate_model, quiet_transformers
-from sftlab.optim.optimizers import build_optimizer
-from sftlab.optim.schedules import build_schedule, warmup_steps_for
 from sftlab.outputs import check_output_dir, staged_output
+from sftlab.recipes.components import make_optimizer, make_schedule, metric_value, trainable_layers
 from sftlab.runtime import make_accelerator, set_seed
 from sftlab.tasks import task_class
 
@@ -60,10 +60,11 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
     accelerator, precision = make_accelerator(train_cfg.device, train_cfg.precision)
     set_seed(train_cfg.seed)
     model = task.load_model(location, config)
-    optimizer = build_optimizer(
-        model, config.optim.name, train_cfg.learning_rate, config.optim.weight_decay,
-        beta1=config.optim.beta1, beta2=config.optim.beta2, eps=config.optim.eps,
-    )  # fmt: skip
+    # Frozen-for-good parameters stay out of the optimizer; gradually unfrozen ones are in it from the start
+    # (requires_grad toggles them: the optimizer skips a parameter without a gradient).
+    trainable = trainable_layers(model, config)
+    optimizer = make_optimizer(trainable, config)
+    unwrapped = model
     model, optimizer = accelerator.prepare(model, optimizer)
 
     train_set = encoded["train"]
@@ -76,15 +77,16 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
     # Step counts come from the sharded plan, after prepare(): sharding changes how many steps each process takes.
     steps_per_epoch = len(plan(epoch=0))
     total_steps = steps_per_epoch * train_cfg.epochs
-    warmup = warmup_steps_for(total_steps, config.schedule.warmup_ratio, config.schedule.warmup_steps)
-    schedule = build_schedule(config.schedule.name, total_steps, warmup)
     metric_for_best = train_cfg.metric_for_best or task.main_metric
     lower_is_better = metric_for_best == "loss"
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total_params = sum(p.numel() for p in model.parameters())
+    schedule = make_schedule(config, total_steps, steps_per_epoch, metric_for_best)
+    plateau_metric = config.schedule.plateau_metric or metric_for_best
+    trainable_at_start, total_params = count_parameters(model)
+    trained_params = sum(p.numel() for _, parameters in trainable.layers for _, p in parameters)
+    stage = 0
     splits = ", ".join(f"{split} {len(examples)}" for split, examples in encoded.items())
     log(
-        f"sftlab: {config.task} | model {config.model} | {splits} | {trainable:,} of {total_params:,} parameters "
+        f"sftlab: {config.task} | model {config.model} | {splits} | {trainable_at_start:,} of {total_params:,} parameters "
         f"trainable | {precision} on {accelerator.device} | {train_cfg.epochs} epochs x {steps_per_epoch} steps"
     )
 
@@ -113,6 +115,15 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
         for position_in_epoch, micro_batches in enumerate(epoch_steps):
             started = time.perf_counter()
             model.train()
+            if trainable.stages:
+                wanted = min(unfreeze_stage(step, epoch, config.freeze.unfreeze_every, config.freeze.unfreeze_unit),
+                             len(trainable.stages) - 1)  # fmt: skip
+                if wanted != stage:
+                    stage = wanted
+                    set_trainable(unwrapped, trainable.stages[stage])
+                    if echo and accelerator.is_main_process:
+                        progress.write(f"step {step}: gradual unfreezing stage {stage}, "
+                                       f"{count_parameters(unwrapped)[0]:,} parameters trainable", file=sys.stdout)  # fmt: skip
             for group in optimizer.param_groups:
                 group["lr"] = group["peak_lr"] * schedule(step)
             # Normalize by the real number of loss terms in the whole step, across micro-batches and processes,
@@ -153,7 +164,9 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
                 continue
             # --- evaluate, keep the best model, maybe stop early
             metrics = evaluate("validation")
-            value = float(metrics[metric_for_best])
+            value = metric_value(metrics, metric_for_best, "train.metric_for_best")
+            if hasattr(schedule, "observe"):  # reduce_on_plateau adapts at evaluations
+                schedule.observe(metric_value(metrics, plateau_metric, "schedule.plateau_metric"))
             improved = best["value"] is None or (
                 value < best["value"] if lower_is_better else value > best["value"]
             )
@@ -202,7 +215,9 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
         epochs=train_cfg.epochs,
         steps=step,
         precision=precision,
-        trainable_parameters=trainable,
+        trainable_parameters=trained_params,
+        trainable_parameters_at_start=trainable_at_start,
+        frozen_parameters=total_params - trained_params,
         total_parameters=total_params,
         metric_for_best=metric_for_best,
         best_metric=best["value"],

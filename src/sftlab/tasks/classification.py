@@ -14,6 +14,7 @@ from sftlab.data.readers import Table, require_columns, require_texts
 from sftlab.errors import SftlabError
 from sftlab.evaluation.metrics import classification_metrics
 from sftlab.evaluation.report import format_classification_report
+from sftlab.losses import auto_class_weights, classification_loss_sum
 
 
 def _label_key(value: Any) -> tuple[int, Any]:
@@ -61,6 +62,11 @@ class ClassificationTask:
     max_length: int = 128
     name: str = "classification"
     main_metric: str = "accuracy"
+    class_weights: list[float] | None = None
+    """Training-loss weight per label id (loss.class_weights); evaluation loss stays plain cross-entropy."""
+    label_smoothing: float = 0.0
+    focal_gamma: float | None = None
+    """Focal loss exponent when loss.name is focal; None is cross-entropy."""
 
     @classmethod
     def from_config(cls, config: Any, tables: dict[str, Table]) -> ClassificationTask:
@@ -75,6 +81,18 @@ class ClassificationTask:
                 f"{train.path}: '{data.label_column}' has a single label ({names[0]!r}); classification needs at least 2"
             )
         task = cls(names, data.text_column, data.label_column, data.max_length)
+        loss = config.loss
+        task.label_smoothing = loss.label_smoothing
+        task.focal_gamma = loss.focal_gamma if loss.name == "focal" else None
+        if loss.class_weights == "auto":
+            task.class_weights = auto_class_weights(task.label_ids(train), len(names))
+        elif loss.class_weights is not None:
+            if len(loss.class_weights) != len(names):
+                raise SftlabError(
+                    f"loss.class_weights: {len(loss.class_weights)} weights given, expected one per label "
+                    f"({len(names)}: {', '.join(names)})"
+                )
+            task.class_weights = list(loss.class_weights)
         for split, table in tables.items():
             if split != "train":
                 task.label_ids(table)
@@ -139,10 +157,15 @@ class ClassificationTask:
         return pad_batch(examples, pad_token_id)
 
     def forward_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """Cross-entropy summed over the batch (the loop divides by the real example count)."""
+        """The training loss summed over the batch (the loop divides by the real example count, also when
+        classes are weighted: see sftlab.losses)."""
         labels = batch["labels"]
         logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
-        return F.cross_entropy(logits.float(), labels, reduction="sum"), int(labels.numel())
+        weights = (
+            None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
+        )
+        loss = classification_loss_sum(logits, labels, weights, self.label_smoothing, self.focal_gamma)
+        return loss, int(labels.numel())
 
     @torch.inference_mode()
     def logits(self, model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_size: int,
