@@ -115,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sftlab.config import load_config
-
     from sftlab.errors import SftlabError
 
     resume = args.resume
