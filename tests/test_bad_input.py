@@ -358,3 +358,41 @@ def test_predict_and_eval_bad_input(trained_run, tmp_path):
     )
     assert result.returncode == 2 and "missing.csv: file not found" in result.stderr
     assert not (tmp_path / "p.jsonl").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 300 MB tmpfs: room for one MiniLM checkpoint (273 MB), not two. Skipped where mounting is
+    not permitted; test_checkpoints.py covers the same failure with a patched writer everywhere."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_disk_filling_up_during_a_checkpoint(small_disk):
+    output = small_disk / "run"
+    result = run_cli(
+        "train", "examples/trec6.yaml", "data.max_train_samples=48", "data.max_eval_samples=24",
+        "data.max_length=24", "train.batch_size=24", "train.epochs=1", "train.precision=fp32",
+        "train.save_every=1", f"output_dir={output}", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"sftlab: error: {output.resolve() / 'checkpoints' / 'step-2'}: cannot write checkpoint: "
+        "No space left on device; the last good checkpoint step-1 is kept"
+    ], result.stderr
+    from sftlab.checkpoints import read_state
+
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["step-1"]
+    assert read_state(output / "checkpoints" / "step-1")["step"] == 1
+    assert not (output / "metrics.json").exists() and not (output / "model").exists()

@@ -137,6 +137,19 @@ def test_resume_refuses_a_changed_config(tmp_path):
     assert "train.batch_size: 8 -> 4" in line and "train.seed: 11 -> 12" in line
     assert "keep_last:" not in line and "eval_batch_size:" not in line  # harmless changes are allowed
 
+    # A checkpoint whose optimizer state carries a pickled object that would run code is refused unrun.
+    marker = tmp_path / "code-ran"
+    checkpoint = output / "checkpoints" / f"step-{max(_steps(output))}"
+    _rewrite_with_payload(checkpoint, marker)
+    refused = run_cli("train", str(REPO / "examples" / "trec6.yaml"), *TINY, f"output_dir={output}",
+                      f"--resume={checkpoint}")  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().startswith(
+        f"sftlab: error: {checkpoint / 'optimizer.pt'}: refused to load: not plain tensors and numbers"
+    )
+    assert not marker.exists()
+    assert not (output / "metrics.json").exists()
+
 
 @pytest.mark.slow
 def test_nonfinite_loss_is_skipped_then_stops_naming_the_step(tmp_path, monkeypatch):
@@ -166,3 +179,16 @@ def test_nonfinite_loss_is_skipped_then_stops_naming_the_step(tmp_path, monkeypa
     state = json.loads((output / "checkpoints" / "step-2" / "state.json").read_text())
     assert state["nonfinite_skipped"] == 1 and state["loss_terms"] == 24  # step 2's batch left no trace
     assert not (output / "metrics.json").exists() and not (output / ".sftlab.lock").exists()
+
+
+def _rewrite_with_payload(checkpoint: Path, marker: Path) -> None:
+    """What an attacker would do: a pickle that runs a command on load, with state.json's checksum updated."""
+    import hashlib
+
+    from test_checkpoints import RunsCode
+
+    optimizer = checkpoint / "optimizer.pt"
+    torch.save({"state": {}, "param_groups": [], "payload": RunsCode(marker)}, optimizer)
+    state = json.loads((checkpoint / "state.json").read_text())
+    state["sha256"]["optimizer.pt"] = hashlib.sha256(optimizer.read_bytes()).hexdigest()
+    (checkpoint / "state.json").write_text(json.dumps(state))

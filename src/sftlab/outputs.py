@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 from collections.abc import Iterator
@@ -34,7 +35,9 @@ def describe_write_error(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text[:200]
+    # safetensors wraps the OS error: "Error while serializing: I/O error: ... (os error 28)"
+    code = re.search(r"\(os error (\d+)\)", text)
+    return os.strerror(int(code.group(1))) if code else text[:200]
 
 
 def is_finished(output_dir: Path) -> bool:

@@ -128,12 +128,7 @@ def finetune(
             optimizer.state_dict(), best["state"] if best["step"] != step else None, state, train_cfg.keep_last,
         )  # fmt: skip
 
-    # --- the output dir is created (and locked against a second run) only now that all input checked out
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        take_lock(config.output_dir, overwrite)
-
-    # --- fit (from the start, or from a checkpoint: weights, optimizer, RNGs, counters, best model)
+    # --- start, or continue from a checkpoint: weights, optimizer, RNGs, counters, best model
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"value": None, "step": 0, "epoch": 0, "state": None}
     evaluations_since_best, nonfinite_skipped = 0, 0
@@ -153,6 +148,12 @@ def finetune(
         loss_total, loss_terms = saved["loss_total"], saved["loss_terms"]
         log(f"resumed from {checkpoint} at step {step} of {total_steps}")
 
+    # --- the output dir is created (and locked against a second run) only now that all input checked out
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        take_lock(config.output_dir, overwrite)
+
+    # --- fit
     from tqdm.auto import tqdm
 
     progress = tqdm(
