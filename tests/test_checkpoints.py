@@ -140,3 +140,26 @@ def test_rng_state_is_plain_json(tmp_path):
     path = _save(tmp_path, 1)
     states = json.loads((path / "rng-rank0.json").read_text())
     assert set(states) == {"python", "numpy"}
+
+
+def test_model_code_in_a_model_folder_does_not_run_without_trust_remote_code(tmp_path):
+    """A model folder whose config points at its own Python file: with trust_remote_code off (the default)
+    sftlab loads the built-in architecture and the folder's code never runs."""
+    import shutil
+
+    from sftlab.catalog.models import resolve_model
+    from sftlab.config import load_config
+    from sftlab.models import load_sequence_classifier, load_tokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(resolve_model("minilm"), folder)
+    marker = tmp_path / "code-ran"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.Config", "AutoModelForSequenceClassification": "evil.Model"}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_config({"model": str(folder)}).trust_remote_code is False
+    load_tokenizer(str(folder), str(folder))
+    model = load_sequence_classifier(str(folder), str(folder), ["a", "b"])
+    assert type(model).__name__ == "BertForSequenceClassification"
+    assert not marker.exists()
