@@ -396,3 +396,27 @@ def test_disk_filling_up_during_a_checkpoint(small_disk):
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["step-1"]
     assert read_state(output / "checkpoints" / "step-1")["step"] == 1
     assert not (output / "metrics.json").exists() and not (output / "model").exists()
+
+
+def test_read_only_output_directory(tmp_path, capsys):
+    """An output_dir on a read-only filesystem (a real read-only tmpfs; root ignores chmod, not `ro`)."""
+    import subprocess
+
+    from sftlab.cli import main
+
+    mount = tmp_path / "readonly"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        code = main(["train", "examples/trec6.yaml", f"output_dir={mount / 'run'}"])
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert code == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"sftlab: error: output_dir {mount / 'run'}: {mount} is not writable"
+    )
