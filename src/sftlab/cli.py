@@ -10,6 +10,7 @@ from pathlib import Path
 EXAMPLES = """examples:
   sftlab train examples/trec6.yaml
   sftlab train examples/trec6.yaml train.epochs=2 output_dir=runs/quick --overwrite
+  sftlab train examples/trec6.yaml --resume          # continue a killed run exactly
   sftlab plan examples/trec6.yaml freeze.bottom_layers=4
   sftlab eval runs/trec6 --data my_labeled.csv
   sftlab predict runs/trec6 --input questions.txt --output predictions.jsonl
@@ -33,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3"
     )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATH",
+        help="continue a killed run from the latest checkpoint in output_dir, or from PATH",
+    )
     train.add_argument("--quiet", action="store_true", help="print only errors")
 
     plan = commands.add_parser("plan", help="show what a config will train, without training")
@@ -121,11 +130,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sftlab.config import load_config
+    from sftlab.errors import SftlabError
 
+    resume = args.resume
+    # `--resume a.b=1` is the bare flag followed by an override, not a checkpoint path.
+    if isinstance(resume, str) and "=" in resume and not Path(resume).exists():
+        args.overrides, resume = [*args.overrides, resume], True
+    if resume and args.overwrite:
+        raise SftlabError("--resume continues the run in output_dir and --overwrite replaces it: choose one")
     config = load_config(args.config, args.overrides)
     from sftlab.api import finetune
 
-    finetune(config, overwrite=args.overwrite, echo=not args.quiet)
+    finetune(config, overwrite=args.overwrite, echo=not args.quiet, resume=resume)
     return 0
 
 

@@ -89,6 +89,18 @@ class TrainConfig(_Section):
     """Validation metric that picks the saved model (null: the task's main metric, e.g. accuracy)."""
     patience: int | None = Field(default=None, ge=1)
     """Stop after this many evaluations without improvement; null never stops early."""
+    save_every: int | None = Field(default=None, ge=1)
+    """Also write a checkpoint every N optimizer steps (one is always written at each evaluation); null: only at evaluations."""
+    keep_last: int = Field(default=2, ge=0)
+    """Checkpoints kept in output_dir/checkpoints for --resume (removed when the run finishes); 0 writes none."""
+    skip_nonfinite_batches: int = Field(default=0, ge=0)
+    """Skip up to this many optimizer steps whose loss or gradient is NaN/inf, then stop; 0 stops at the first."""
+
+    @model_validator(mode="after")
+    def _checkpoints_kept(self) -> TrainConfig:
+        if self.save_every is not None and self.keep_last == 0:
+            raise ValueError("train.save_every needs train.keep_last of at least 1")
+        return self
 
     @field_validator("batch_size")
     @classmethod

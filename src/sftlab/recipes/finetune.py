@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,13 +18,22 @@ from typing import Any
 
 import torch
 
+from sftlab.checkpoints import (
+    data_fingerprint,
+    list_checkpoints,
+    refuse_changed_run,
+    remove_checkpoints,
+    resolve_resume,
+    restore_checkpoint,
+    save_checkpoint,
+)  # fmt: skip
 from sftlab.config import Config, save_config
 from sftlab.data.batching import plan_steps
 from sftlab.data.loading import load_tables
 from sftlab.errors import SftlabError
 from sftlab.freezing import count_parameters, set_trainable, unfreeze_stage
 from sftlab.models import load_tokenizer, locate_model, quiet_transformers
-from sftlab.outputs import check_output_dir, staged_output
+from sftlab.outputs import check_output_dir, release_lock, staged_output, take_lock
 from sftlab.recipes.components import make_optimizer, make_schedule, metric_value, trainable_layers
 from sftlab.runtime import make_accelerator, set_seed
 from sftlab.tasks import task_class
@@ -39,13 +49,21 @@ class FinetuneResult:
     report: str = ""
 
 
-def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> FinetuneResult:
+def finetune(
+    config: Config, overwrite: bool = False, echo: bool = True, resume: bool | Path | str = False
+) -> FinetuneResult:
+    """Train as `config` says. `resume`: True continues from the latest checkpoint in output_dir, a path
+    from that checkpoint (or run folder); the resumed run ends exactly where an uninterrupted one would."""
     quiet_transformers()
     log = functools.partial(print, flush=True) if echo else (lambda *args, **kwargs: None)
 
     # --- setup: everything that can be wrong with the input fails here, before the output dir is touched
-    check_output_dir(config.output_dir, overwrite)
+    check_output_dir(config.output_dir, overwrite, resume=bool(resume))
+    checkpoint, saved = resolve_resume(resume, config.output_dir) if resume else (None, {})
     tables = load_tables(config.data)
+    fingerprint = data_fingerprint(tables)
+    if checkpoint is not None:
+        refuse_changed_run(checkpoint, saved, config.to_yaml_dict(), fingerprint)
     task = task_class(config.task).from_config(config, tables)
     location = locate_model(config.model)
     tokenizer = load_tokenizer(location, config.model, config.trust_remote_code)
@@ -95,24 +113,67 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
             model, encoded[split], pad_id, train_cfg.eval_batch_size, accelerator.device, accelerator.autocast
         )
 
+    def checkpoint_now() -> None:
+        # Everything the loop below needs to continue as if never stopped; the plan itself needs only `step`.
+        if train_cfg.keep_last == 0:
+            return
+        state = {
+            "step": step, "epoch": epoch, "stopped": stop, "loss_total": loss_total, "loss_terms": loss_terms,
+            "examples_seen": examples_seen, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
+            "history": history, "best": {k: v for k, v in best.items() if k != "state"},
+            "evaluations_since_best": evaluations_since_best, "nonfinite_skipped": nonfinite_skipped,
+            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+            "config": config.to_yaml_dict(), "data": fingerprint,
+        }  # fmt: skip
+        save_checkpoint(
+            accelerator, config.output_dir, step, accelerator.unwrap_model(model).state_dict(),
+            optimizer.state_dict(), best["state"] if best["step"] != step else None, state, train_cfg.keep_last,
+        )  # fmt: skip
+
+    # --- start, or continue from a checkpoint: weights, optimizer, RNGs, counters, best model
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"value": None, "step": 0, "epoch": 0, "state": None}
+    evaluations_since_best, nonfinite_skipped = 0, 0
+    step, train_seconds, examples_seen, tokens_seen = 0, 0.0, 0, 0
+    loss_total, loss_terms = 0.0, 0
+    stop = False
+    if checkpoint is not None:
+        best_state = restore_checkpoint(checkpoint, saved, accelerator, model, optimizer)
+        best = {**saved["best"], "state": best_state}
+        history, stop = saved["history"], saved["stopped"]
+        evaluations_since_best, nonfinite_skipped = (
+            saved["evaluations_since_best"],
+            saved["nonfinite_skipped"],
+        )
+        step, train_seconds = saved["step"], saved["train_seconds"]
+        examples_seen, tokens_seen = saved["examples_seen"], saved["tokens_seen"]
+        loss_total, loss_terms = saved["loss_total"], saved["loss_terms"]
+        log(f"resumed from {checkpoint} at step {step} of {total_steps}")
+
+    # --- the output dir is created (and locked against a second run) only now that all input checked out
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        take_lock(config.output_dir, overwrite)
+
     # --- fit
     from tqdm.auto import tqdm
 
     progress = tqdm(
         total=total_steps,
+        initial=step,
         disable=None if accelerator.is_main_process else True,
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"value": None, "step": 0, "epoch": 0, "state": None}
-    evaluations_since_best = 0
-    step, train_seconds, examples_seen, tokens_seen = 0, 0.0, 0, 0
-    loss_total, loss_terms = 0.0, 0
-    stop = False
-    for epoch in range(train_cfg.epochs):
+    start_epoch = step // steps_per_epoch
+    for epoch in range(start_epoch, train_cfg.epochs):
+        if stop:
+            break
         epoch_steps = plan(epoch=epoch)
-        for position_in_epoch, micro_batches in enumerate(epoch_steps):
+        # A resumed run starts mid-epoch: the plan is a pure function of (seed, epoch), so skipping is O(1).
+        first = step - epoch * steps_per_epoch if epoch == start_epoch else 0
+        for position_in_epoch in range(first, len(epoch_steps)):
+            micro_batches = epoch_steps[position_in_epoch]
             started = time.perf_counter()
             model.train()
             if trainable.stages:
@@ -132,6 +193,7 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
             step_terms = sum(counts[i] for indices in micro_batches for i in indices)
             step_terms = int(accelerator.reduce(torch.tensor(step_terms, device=accelerator.device), "sum"))
             scale = accelerator.num_processes / step_terms
+            step_loss, step_loss_terms, step_examples, step_tokens = 0.0, 0, 0, 0
             for index, indices in enumerate(micro_batches):
                 batch = {
                     key: value.to(accelerator.device)
@@ -142,13 +204,35 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
                 with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
                     loss_sum, terms = task.forward_loss(model, batch)
                 accelerator.backward(loss_sum * scale)
-                loss_total += loss_sum.item()
-                loss_terms += terms
-                examples_seen += len(indices)
-                tokens_seen += int(batch["attention_mask"].sum())
+                step_loss += loss_sum.item()
+                step_loss_terms += terms
+                step_examples += len(indices)
+                step_tokens += int(batch["attention_mask"].sum())
+            grad_norm = None
             if train_cfg.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)
-            optimizer.step()
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)
+            # A NaN/inf loss or gradient is caught at the step it happens (fp16's scaler skips inf gradients
+            # itself); all processes agree, so they skip or stop together.
+            fault = nonfinite_fault(step_loss, grad_norm, accelerator)
+            if fault is None:
+                optimizer.step()
+                loss_total += step_loss
+                loss_terms += step_loss_terms
+                examples_seen += step_examples
+                tokens_seen += step_tokens
+            elif nonfinite_skipped < train_cfg.skip_nonfinite_batches:
+                nonfinite_skipped += 1
+                log(
+                    f"step {step + 1}: {fault}; skipped the batch "
+                    f"({nonfinite_skipped} of train.skip_nonfinite_batches={train_cfg.skip_nonfinite_batches})"
+                )
+            else:
+                release_lock(config.output_dir)
+                raise SftlabError(
+                    nonfinite_message(fault, step + 1, epoch + 1, precision, train_cfg.learning_rate,
+                                      [tables["train"].where(i) for m in micro_batches for i in m],
+                                      list_checkpoints(config.output_dir))
+                )  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             step += 1
             train_seconds += time.perf_counter() - started
@@ -161,6 +245,8 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
             end_of_epoch = position_in_epoch == len(epoch_steps) - 1
             due = end_of_epoch if train_cfg.eval_every == "epoch" else step % int(train_cfg.eval_every) == 0
             if not (due or step == total_steps):
+                if train_cfg.save_every is not None and step % train_cfg.save_every == 0:
+                    checkpoint_now()
                 continue
             # --- evaluate, keep the best model, maybe stop early
             metrics = evaluate("validation")
@@ -196,9 +282,9 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
             if train_cfg.patience is not None and evaluations_since_best >= train_cfg.patience:
                 log(f"early stop: {metric_for_best} did not improve for {train_cfg.patience} evaluations")
                 stop = True
+            checkpoint_now()
+            if stop:
                 break
-        if stop:
-            break
     progress.close()
 
     # --- final evaluation of the best model, then save
@@ -229,14 +315,50 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
         f"Evaluation on the {report_split} split ({final['num_examples']} examples), model from step {best['step']}",
     )
     if accelerator.is_main_process:
-        with staged_output(config.output_dir, overwrite) as staging:
+        with staged_output(config.output_dir) as staging:
             accelerator.unwrap_model(model).save_pretrained(staging / "model", safe_serialization=True)
             tokenizer.save_pretrained(staging / "model")
             save_config(config, staging / "config.yaml")
             (staging / "metrics.json").write_text(
                 json.dumps({**final, "history": history}, indent=2) + "\n", encoding="utf-8"
             )
+        remove_checkpoints(config.output_dir)
+        release_lock(config.output_dir)
         log(report)
         log(f"\nsaved to {config.output_dir}/ (model/, config.yaml, metrics.json)")
     accelerator.wait_for_everyone()
     return FinetuneResult(config.output_dir, final, history, report)
+
+
+def nonfinite_fault(step_loss: float, grad_norm: Any, accelerator: Any) -> str | None:
+    """'loss is nan', 'gradient norm is inf', ... or None; the same answer on every process."""
+    fault = 0 if math.isfinite(step_loss) else 1
+    if fault == 0 and grad_norm is not None and accelerator.scaler is None:
+        fault = 0 if math.isfinite(float(grad_norm)) else 2
+    fault = int(accelerator.reduce(torch.tensor(fault, device=accelerator.device), "max"))
+    if fault == 1:
+        return (
+            f"training loss is {step_loss}" if not math.isfinite(step_loss) else "training loss is not finite"
+        )
+    if fault == 2:
+        return "gradient norm is not finite"
+    return None
+
+
+def nonfinite_message(fault: str, step: int, epoch: int, precision: str, learning_rate: float,
+                      examples: list[str], checkpoints: list[Path]) -> str:  # fmt: skip
+    """One line: where it happened, the likely causes, and what is kept."""
+    causes = [f"a learning rate too high (train.learning_rate={learning_rate:g})"]
+    if precision == "fp16":
+        causes.insert(0, "fp16 overflow (try train.precision=bf16 or fp32)")
+    shown = ", ".join(examples[:3]) + (f" and {len(examples) - 3} more" if len(examples) > 3 else "")
+    causes.append(f"a bad example or target in this batch ({shown})")
+    kept = (
+        f"the last good checkpoint {checkpoints[-1]} is kept"
+        if checkpoints
+        else "no checkpoint was written yet"
+    )
+    return (
+        f"step {step} (epoch {epoch}): {fault}; likely {', or '.join(causes)}; {kept}; "
+        "train.skip_nonfinite_batches=K skips up to K such batches"
+    )
