@@ -113,3 +113,17 @@ def test_build_schedule_passes_only_its_own_options():
 
     factor = build_schedule("step", total_steps=10, warmup_steps=0, step_size=2, gamma=0.1, cut_frac=0.5)
     assert factor(2) == pytest.approx(0.1)
+
+
+def test_reduce_on_plateau_state_round_trips_for_resume():
+    from sftlab.optim.schedules import ReduceOnPlateau
+
+    original = ReduceOnPlateau(total_steps=100, gamma=0.5, patience=1)
+    for value in (0.5, 0.4, 0.4):  # improves once, then two evaluations without progress: level halves twice
+        original.observe(value)
+    resumed = ReduceOnPlateau(total_steps=100, gamma=0.5, patience=1)
+    resumed.load_state_dict(original.state_dict())
+    assert resumed(10) == original(10) == 0.25
+    original.observe(0.45)
+    resumed.observe(0.45)
+    assert resumed(10) == original(10) == 0.125

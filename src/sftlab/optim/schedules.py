@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 Schedule = Callable[[int], float]
 
@@ -137,6 +138,13 @@ class ReduceOnPlateau:
     def __call__(self, step: int) -> float:
         rising = _warmup(step, self.warmup_steps)
         return self.level if rising is None else rising * self.level
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue adapting exactly where it stopped (plain JSON values)."""
+        return {"level": self.level, "best": self.best, "bad_evaluations": self.bad_evaluations}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.level, self.best, self.bad_evaluations = state["level"], state["best"], state["bad_evaluations"]
 
     def observe(self, value: float) -> None:
         """Told each evaluation's metric; lowers the level after `patience` evaluations without progress."""

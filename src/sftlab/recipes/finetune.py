@@ -123,6 +123,7 @@ def finetune(
             "history": history, "best": {k: v for k, v in best.items() if k != "state"},
             "evaluations_since_best": evaluations_since_best, "nonfinite_skipped": nonfinite_skipped,
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+            "schedule": schedule.state_dict() if hasattr(schedule, "state_dict") else None,
             "config": config.to_yaml_dict(), "data": fingerprint,
         }  # fmt: skip
         save_checkpoint(
@@ -148,6 +149,8 @@ def finetune(
         step, train_seconds = saved["step"], saved["train_seconds"]
         examples_seen, tokens_seen = saved["examples_seen"], saved["tokens_seen"]
         loss_total, loss_terms = saved["loss_total"], saved["loss_terms"]
+        if saved.get("schedule") is not None:  # reduce_on_plateau's adapted level
+            schedule.load_state_dict(saved["schedule"])
         log(f"resumed from {checkpoint} at step {step} of {total_steps}")
 
     # --- the output dir is created (and locked against a second run) only now that all input checked out
