@@ -81,6 +81,9 @@ class TrainConfig(_Section):
     """Numeric precision: auto picks bf16 autocast where the hardware has fast bf16, else fp32."""
     group_by_length: bool = True
     """Batch examples of similar length together (less padding), keeping the order random across chunks."""
+    cache_frozen_prefix: bool = True
+    """When the embeddings and bottom blocks are frozen, compute their output once and train only the top
+    (frozen blocks then run in eval mode, without dropout); off, or inapplicable, runs the whole model."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: auto uses a CUDA GPU when one is visible (or the devices `accelerate launch` gives)."""
     eval_every: int | Literal["epoch"] = "epoch"

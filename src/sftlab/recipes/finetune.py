@@ -34,6 +34,7 @@ from sftlab.errors import SftlabError
 from sftlab.freezing import count_parameters, set_trainable, unfreeze_stage
 from sftlab.models import load_tokenizer, locate_model, quiet_transformers
 from sftlab.outputs import check_output_dir, release_lock, staged_output, take_lock
+from sftlab.prefix_cache import compute_prefix, frozen_prefix_depth, pad_prefix, run_from_prefix
 from sftlab.recipes.components import make_optimizer, make_schedule, metric_value, trainable_layers
 from sftlab.runtime import make_accelerator, set_seed
 from sftlab.tasks import task_class
@@ -131,6 +132,19 @@ def finetune(
             optimizer.state_dict(), best["state"] if best["step"] != step else None, state, train_cfg.keep_last,
         )  # fmt: skip
 
+    # Frozen-prefix cache: the frozen bottom's output for each training example, computed once (eval mode).
+    prefix_depth = 0
+    if train_cfg.cache_frozen_prefix and not trainable.stages and accelerator.num_processes == 1:
+        prefix_depth = frozen_prefix_depth(unwrapped)
+    prefix = None
+    if prefix_depth:
+        collate = functools.partial(task.collate, pad_token_id=pad_id)
+        prefix = compute_prefix(unwrapped, train_set, prefix_depth, collate, train_cfg.eval_batch_size,
+                                accelerator.device, accelerator.autocast)  # fmt: skip
+        log(
+            f"frozen-prefix cache: embeddings and blocks 0-{prefix_depth - 1} computed once for {len(prefix)} examples"
+        )
+
     # --- start, or continue from a checkpoint: weights, optimizer, RNGs, counters, best model
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"value": None, "step": 0, "epoch": 0, "state": None}
@@ -204,7 +218,18 @@ def finetune(
                 }
                 # Gradients are exchanged between processes only on a step's last micro-batch.
                 last = index == len(micro_batches) - 1
-                with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
+                from_prefix = (
+                    run_from_prefix(
+                        unwrapped, prefix_depth, pad_prefix(prefix, indices).to(accelerator.device)
+                    )
+                    if prefix is not None
+                    else contextlib.nullcontext()
+                )
+                with (
+                    contextlib.nullcontext() if last else accelerator.no_sync(model),
+                    accelerator.autocast(),
+                    from_prefix,
+                ):
                     loss_sum, terms = task.forward_loss(model, batch)
                 accelerator.backward(loss_sum * scale)
                 step_loss += loss_sum.item()
