@@ -144,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # Each output line echoes the input column it was predicted from, then the task's prediction fields.
     column = predictor.task.input_column
     lines = [
-        json.dumps({column: row[column], **prediction}, ensure_ascii=False)
+        json.dumps({**({column: row[column]} if column in row else {}), **prediction}, ensure_ascii=False)
         for row, prediction in zip(table.rows, predictions, strict=True)
     ]
     _write_atomic(args.output, "\n".join(lines) + "\n")
