@@ -175,8 +175,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     if args.action == "list":
         width = max(len(name) for name in BUILTIN_DATASETS) + 2
         for name, spec in BUILTIN_DATASETS.items():
-            print(f"{name:<{width}}{spec.task:<16}{spec.description}")
-            print(f"{'':<{width}}{'':<16}source: {spec.source}")
+            print(f"{name:<{width}}{spec.task:<22}{spec.description}")
+            print(f"{'':<{width}}{'':<22}source: {spec.source}")
         return 0
     paths = fetch_dataset(args.name)
     for split, path in paths.items():

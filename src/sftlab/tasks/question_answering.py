@@ -223,11 +223,15 @@ class QuestionAnsweringTask:
                 cls_score = float(start_logits[0] + end_logits[0])
                 if cls_score < null_score:
                     null_score, null_probability = cls_score, math.exp(cls_score - normalizer)
-                top = min(self.n_best, len(offsets))
-                for start in torch.topk(start_logits, top).indices.tolist():
-                    for end in torch.topk(end_logits, top).indices.tolist():
-                        if offsets[start] is None or offsets[end] is None:
-                            continue
+                # Candidates come from context tokens only, so question tokens never crowd them out.
+                outside = torch.tensor([span is None for span in offsets])
+                top = min(self.n_best, int((~outside).sum()))
+                candidate_starts = torch.topk(
+                    start_logits.masked_fill(outside, -math.inf), top
+                ).indices.tolist()
+                candidate_ends = torch.topk(end_logits.masked_fill(outside, -math.inf), top).indices.tolist()
+                for start in candidate_starts:
+                    for end in candidate_ends:
                         if end < start or end - start + 1 > self.max_answer_length:
                             continue
                         score = float(start_logits[start] + end_logits[end])
