@@ -52,7 +52,7 @@ def row_label_lists(table: Table, column: str) -> list[list[int | str]]:
         if not isinstance(value, list):
             raise SftlabError(
                 f"{table.where(index)}: '{column}' holds {value!r}, but this data is multi-label "
-                "(other rows hold lists); write a list of labels in every row, [] for none"
+                "(the first training row holds a list); write a list of labels in every row, [] for none"
             )
         labels = [normalize_label(label, table.where(index), column) for label in value]
         lists.append(list(dict.fromkeys(labels)))
@@ -60,7 +60,8 @@ def row_label_lists(table: Table, column: str) -> list[list[int | str]]:
 
 
 def is_multi_label(table: Table, column: str) -> bool:
-    return any(isinstance(row.get(column), list) for row in table.rows)
+    """The first training row decides: a list of labels makes the data multi-label."""
+    return bool(table.rows) and isinstance(table.rows[0].get(column), list)
 
 
 def table_labels(table: Table, column: str) -> list[int | str]:
@@ -68,7 +69,7 @@ def table_labels(table: Table, column: str) -> list[int | str]:
         if isinstance(row[column], list):
             raise SftlabError(
                 f"{table.where(index)}: '{column}' holds a list {row[column]!r}, but this is single-label data "
-                "(the training rows hold one label each); use lists in every training row for multi-label"
+                "(the first training row holds one label); use lists in every training row for multi-label"
             )
     labels = [normalize_label(row[column], table.where(i), column) for i, row in enumerate(table.rows)]
     kinds = {type(label) for label in labels}
