@@ -43,3 +43,30 @@ def test_stratified_split_is_deterministic_and_proportional():
     assert collections.Counter(labels[i] for i in test) == {"a": 10, "b": 6, "c": 4}
     assert collections.Counter(labels[i] for i in validation) == {"a": 5, "b": 3, "c": 2}
     assert first != stratified_split(labels, (0.1, 0.2), seed=6)
+
+
+def test_ner_datasets_are_split_at_random_with_fixed_counts():
+    wnut = {name: _rows(path) for name, path in fetch_dataset("wnut16").items()}
+    assert {name: len(rows) for name, rows in wnut.items()} == {"train": 1916, "validation": 239, "test": 239}
+    tags = collections.Counter(tag for rows in wnut.values() for row in rows for tag in row["tags"])
+    assert tags["B-person"] == 449 and tags["O"] == 44007 and len(tags) == 21
+    assert all(len(row["tokens"]) == len(row["tags"]) for rows in wnut.values() for row in rows)
+    conll = {name: _rows(path) for name, path in fetch_dataset("conll2003_sample").items()}
+    assert {name: len(rows) for name, rows in conll.items()} == {"train": 180, "validation": 23, "test": 23}
+    first = conll["train"][0]
+    assert first["tokens"][:3] == ["SOCCER", "-", "JAPAN"] and first["tags"][:3] == ["O", "O", "B-LOC"]
+
+
+def test_disflqa_answers_sit_at_their_start():
+    splits = {name: _rows(path) for name, path in fetch_dataset("disflqa").items()}
+    assert {name: len(rows) for name, rows in splits.items()} == {
+        "train": 700,
+        "validation": 100,
+        "test": 200,
+    }
+    rows = [row for rows in splits.values() for row in rows]
+    unanswerable = [row for row in rows if not row["answers"]["text"]]
+    assert len(unanswerable) == 245
+    for row in rows:
+        for text, start in zip(row["answers"]["text"], row["answers"]["answer_start"], strict=True):
+            assert row["context"][start : start + len(text)] == text

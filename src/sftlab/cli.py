@@ -183,7 +183,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # Each output line echoes the input column it was predicted from, then the task's prediction fields.
     column = predictor.task.input_column
     lines = [
-        json.dumps({column: row[column], **prediction}, ensure_ascii=False)
+        json.dumps({**({column: row[column]} if column in row else {}), **prediction}, ensure_ascii=False)
         for row, prediction in zip(table.rows, predictions, strict=True)
     ]
     _write_atomic(args.output, "\n".join(lines) + "\n")
@@ -214,8 +214,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     if args.action == "list":
         width = max(len(name) for name in BUILTIN_DATASETS) + 2
         for name, spec in BUILTIN_DATASETS.items():
-            print(f"{name:<{width}}{spec.task:<16}{spec.description}")
-            print(f"{'':<{width}}{'':<16}source: {spec.source}")
+            print(f"{name:<{width}}{spec.task:<22}{spec.description}")
+            print(f"{'':<{width}}{'':<22}source: {spec.source}")
         return 0
     paths = fetch_dataset(args.name)
     for split, path in paths.items():

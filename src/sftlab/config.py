@@ -47,6 +47,31 @@ class DataConfig(_Section):
     """Truncate inputs to this many tokens."""
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     """Share of train held out as validation when no validation file is given."""
+    # --- task-specific columns and options (each used only by the task it names)
+    text_pair_column: str | None = None
+    """classification: column holding the second text of a pair (NLI, BoolQ); null for single texts."""
+    multi_label_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    """classification with a list of labels per row: a label is predicted when its sigmoid exceeds this."""
+    tokens_column: str = "tokens"
+    """token_classification: column holding the list of words (JSON/JSONL input)."""
+    tags_column: str = "tags"
+    """token_classification: column holding one IOB1/IOB2 tag per word (JSON/JSONL input)."""
+    conll_tag_field: int = -1
+    """token_classification: which whitespace-separated CoNLL column holds the tag (0-based, -1 = last)."""
+    entity_eval_mode: Literal["default", "strict"] = "default"
+    """token_classification: seqeval's default (conlleval) entity matching, or strict IOB2 matching."""
+    question_column: str = "question"
+    """question_answering: column holding the question."""
+    context_column: str = "context"
+    """question_answering: column holding the passage the answer is taken from."""
+    answers_column: str = "answers"
+    """question_answering: column holding {"text": [...], "answer_start": [...]}; empty lists = unanswerable."""
+    doc_stride: int = Field(default=128, ge=1)
+    """question_answering: tokens shared by consecutive windows of a context longer than max_length."""
+    max_answer_length: int = Field(default=30, ge=1)
+    """question_answering: longest answer span considered, in tokens."""
+    n_best: int = Field(default=20, ge=1)
+    """question_answering: start and end candidates considered per window."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -227,8 +252,9 @@ class LossConfig(_Section):
 
 
 class Config(_Section):
-    task: Literal["classification"] = "classification"
-    """What to fine-tune for: classification (text or sentiment classification)."""
+    task: Literal["classification", "token_classification", "question_answering"] = "classification"
+    """What to fine-tune for: classification (texts, text pairs, multi-label), token_classification (NER,
+    POS), question_answering (extractive)."""
     model: str = "minilm"
     """A built-in model name (`sftlab models list`), a local folder, or a Hugging Face Hub name."""
     output_dir: Path = Path("runs/sftlab")

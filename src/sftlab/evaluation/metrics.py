@@ -72,3 +72,53 @@ def classification_metrics(y_true: list[int], y_pred: list[int], label_names: li
         "per_class": per_class,
         "confusion_matrix": {"labels": list(label_names), "matrix": matrix},
     }
+
+
+def multilabel_metrics(
+    y_true: list[list[int]], y_pred: list[list[int]], label_names: list[str]
+) -> dict[str, Any]:
+    """Multi-label figures from 0/1 indicator rows: subset accuracy (every label right), per-label
+    precision/recall/F1, their macro and support-weighted means, and micro figures pooled over all
+    (example, label) decisions, as sklearn computes them with zero_division=0."""
+    if not y_true:
+        raise ValueError("no examples to evaluate")
+    per_class: dict[str, dict[str, float | int]] = {}
+    pooled = {"tp": 0, "predicted": 0, "support": 0}
+    for index, name in enumerate(label_names):
+        true_positives = sum(t[index] and p[index] for t, p in zip(y_true, y_pred, strict=True))
+        predicted = sum(p[index] for p in y_pred)
+        support = sum(t[index] for t in y_true)
+        precision, recall = _ratio(true_positives, predicted), _ratio(true_positives, support)
+        per_class[name] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": _f1(precision, recall),
+            "support": support,
+        }
+        pooled["tp"] += true_positives
+        pooled["predicted"] += predicted
+        pooled["support"] += support
+    count = len(label_names)
+    macro = {
+        key: sum(float(c[key]) for c in per_class.values()) / count for key in ("precision", "recall", "f1")
+    }
+    weighted = {
+        key: _ratio(sum(float(c[key]) * int(c["support"]) for c in per_class.values()), pooled["support"])
+        for key in ("precision", "recall", "f1")
+    }
+    precision_micro = _ratio(pooled["tp"], pooled["predicted"])
+    recall_micro = _ratio(pooled["tp"], pooled["support"])
+    return {
+        "accuracy": sum(t == p for t, p in zip(y_true, y_pred, strict=True)) / len(y_true),
+        "precision_macro": macro["precision"],
+        "recall_macro": macro["recall"],
+        "f1_macro": macro["f1"],
+        "precision_micro": precision_micro,
+        "recall_micro": recall_micro,
+        "f1_micro": _f1(precision_micro, recall_micro),
+        "precision_weighted": weighted["precision"],
+        "recall_weighted": weighted["recall"],
+        "f1_weighted": weighted["f1"],
+        "num_examples": len(y_true),
+        "per_class": per_class,
+    }

@@ -19,9 +19,12 @@ def format_classification_report(metrics: dict[str, Any], title: str) -> str:
         lines.append(
             f"{label:<{width}}{metrics[f'precision_{key}']:>10.4f}{metrics[f'recall_{key}']:>10.4f}{metrics[f'f1_{key}']:>10.4f}{total:>10d}"
         )
-    summary = f"accuracy {metrics['accuracy']:.4f}"
+    multi_label = "confusion_matrix" not in metrics
+    summary = f"{'subset accuracy' if multi_label else 'accuracy'} {metrics['accuracy']:.4f}"
     if "loss" in metrics:
         summary += f"   loss {metrics['loss']:.4f}"
+    if multi_label:
+        return "\n".join([*lines, "", summary])
     lines += ["", summary, "", "confusion matrix (rows: true label, columns: predicted)"]
     names = metrics["confusion_matrix"]["labels"]
     cell = max(6, *(len(name) + 1 for name in names))

@@ -75,7 +75,11 @@ class Task(Protocol):
 
 
 # Task name -> "module:class"; imported only when used, so the CLI stays fast.
-TASKS = {"classification": "sftlab.tasks.classification:ClassificationTask"}
+TASKS = {
+    "classification": "sftlab.tasks.classification:ClassificationTask",
+    "token_classification": "sftlab.tasks.token_classification:TokenClassificationTask",
+    "question_answering": "sftlab.tasks.question_answering:QuestionAnsweringTask",
+}
 
 
 def task_class(name: str) -> Any:

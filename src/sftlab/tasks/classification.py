@@ -1,4 +1,10 @@
-"""Text classification (and sentiment): one label per text, a linear head on the pooled encoder output."""
+"""Text classification (and sentiment): a linear head on the pooled encoder output.
+
+One label per text (softmax + cross-entropy), or, when the label column holds lists, any number of labels
+per text (multi-label: one sigmoid per label + binary cross-entropy, a label predicted above
+`data.multi_label_threshold`). With `data.text_pair_column` the input is a pair of texts (NLI, BoolQ),
+encoded as the model's pair input ([CLS] a [SEP] b [SEP] for BERT).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import torch.nn.functional as F
 from sftlab.data.batching import inference_batches
 from sftlab.data.readers import Table, require_columns, require_texts
 from sftlab.errors import SftlabError
-from sftlab.evaluation.metrics import classification_metrics
+from sftlab.evaluation.metrics import classification_metrics, multilabel_metrics
 from sftlab.evaluation.report import format_classification_report
 from sftlab.losses import auto_class_weights, classification_loss_sum
 
@@ -39,7 +45,33 @@ def normalize_label(value: Any, where: str, column: str) -> int | str:
     raise SftlabError(f"{where}: '{column}' must be a label (text or integer), got {type(value).__name__}")
 
 
+def row_label_lists(table: Table, column: str) -> list[list[int | str]]:
+    """Multi-label rows: each value a list of labels (an empty list means none apply)."""
+    lists = []
+    for index, row in enumerate(table.rows):
+        value = row[column]
+        if not isinstance(value, list):
+            raise SftlabError(
+                f"{table.where(index)}: '{column}' holds {value!r}, but this data is multi-label "
+                "(the first training row holds a list); write a list of labels in every row, [] for none"
+            )
+        labels = [normalize_label(label, table.where(index), column) for label in value]
+        lists.append(list(dict.fromkeys(labels)))
+    return lists
+
+
+def is_multi_label(table: Table, column: str) -> bool:
+    """The first training row decides: a list of labels makes the data multi-label."""
+    return bool(table.rows) and isinstance(table.rows[0].get(column), list)
+
+
 def table_labels(table: Table, column: str) -> list[int | str]:
+    for index, row in enumerate(table.rows):
+        if isinstance(row[column], list):
+            raise SftlabError(
+                f"{table.where(index)}: '{column}' holds a list {row[column]!r}, but this is single-label data "
+                "(the first training row holds one label); use lists in every training row for multi-label"
+            )
     labels = [normalize_label(row[column], table.where(i), column) for i, row in enumerate(table.rows)]
     kinds = {type(label) for label in labels}
     if len(kinds) > 1:
@@ -60,6 +92,9 @@ class ClassificationTask:
     text_column: str = "text"
     label_column: str = "label"
     max_length: int = 128
+    text_pair_column: str | None = None
+    multi_label: bool = False
+    threshold: float = 0.5
     name: str = "classification"
     main_metric: str = "accuracy"
     class_weights: list[float] | None = None
@@ -68,20 +103,38 @@ class ClassificationTask:
     focal_gamma: float | None = None
     """Focal loss exponent when loss.name is focal; None is cross-entropy."""
 
+    def __post_init__(self) -> None:
+        if self.multi_label:
+            self.main_metric = "f1_micro"
+
     @classmethod
     def from_config(cls, config: Any, tables: dict[str, Table]) -> ClassificationTask:
         """Label maps from train; every other split is checked against them (an unknown label names its line)."""
         data = config.data
         train = tables["train"]
         require_columns(train, [data.text_column, data.label_column])
-        labels = table_labels(train, data.label_column)
+        multi_label = is_multi_label(train, data.label_column)
+        if multi_label:
+            labels = [label for labels in row_label_lists(train, data.label_column) for label in labels]
+        else:
+            labels = table_labels(train, data.label_column)
         names = [str(label) for label in sorted(set(labels), key=_label_key)]
-        if len(names) < 2:
+        if multi_label and not names:
+            raise SftlabError(f"{train.path}: '{data.label_column}' lists no labels in any row")
+        if not multi_label and len(names) < 2:
             raise SftlabError(
                 f"{train.path}: '{data.label_column}' has a single label ({names[0]!r}); classification needs at least 2"
             )
-        task = cls(names, data.text_column, data.label_column, data.max_length)
+        task = cls(names, data.text_column, data.label_column, data.max_length, data.text_pair_column,
+                   multi_label, data.multi_label_threshold)  # fmt: skip
         loss = config.loss
+        if multi_label and (
+            loss.name != "cross_entropy" or loss.class_weights is not None or loss.label_smoothing
+        ):
+            raise SftlabError(
+                "loss: class_weights, label_smoothing and focal apply to single-label classification; "
+                f"'{data.label_column}' holds lists (multi-label, trained with binary cross-entropy)"
+            )
         task.label_smoothing = loss.label_smoothing
         task.focal_gamma = loss.focal_gamma if loss.name == "focal" else None
         if loss.class_weights == "auto":
@@ -107,7 +160,9 @@ class ClassificationTask:
         id2label = model.config.id2label
         names = [id2label[i] for i in range(len(id2label))]
         data = config.data
-        return cls(names, data.text_column, data.label_column, data.max_length), model
+        multi_label = model.config.problem_type == "multi_label_classification"
+        return cls(names, data.text_column, data.label_column, data.max_length, data.text_pair_column,
+                   multi_label, data.multi_label_threshold), model  # fmt: skip
 
     @property
     def input_column(self) -> str:
@@ -118,10 +173,22 @@ class ClassificationTask:
     def label2id(self) -> dict[str, int]:
         return {name: index for index, name in enumerate(self.label_names)}
 
-    def label_ids(self, table: Table) -> list[int]:
-        """Each row's label id; a label the model does not know is an error naming the row."""
+    def label_ids(self, table: Table) -> list[Any]:
+        """Each row's label id (multi-label: a 0/1 row per label); an unknown label is an error naming the row."""
         require_columns(table, [self.label_column])
         label2id = self.label2id
+        if self.multi_label:
+            rows = []
+            for index, labels in enumerate(row_label_lists(table, self.label_column)):
+                indicator = [0] * len(self.label_names)
+                for label in labels:
+                    if str(label) not in label2id:
+                        raise SftlabError(
+                            f"{table.where(index)}: label {label!r} is not one of the training labels ({', '.join(self.label_names)})"
+                        )
+                    indicator[label2id[str(label)]] = 1
+                rows.append(indicator)
+            return rows
         ids = []
         for index, label in enumerate(table_labels(table, self.label_column)):
             if str(label) not in label2id:
@@ -132,14 +199,29 @@ class ClassificationTask:
         return ids
 
     def load_model(self, location: str, config: Any) -> Any:
-        from sftlab.models import load_sequence_classifier
+        from sftlab.models import load_pretrained_with_head, load_sequence_classifier
 
-        return load_sequence_classifier(location, config.model, self.label_names, config.trust_remote_code)
+        if not self.multi_label:
+            return load_sequence_classifier(
+                location, config.model, self.label_names, config.trust_remote_code
+            )
+        # problem_type in the saved config makes transformers (and its pipeline) use sigmoid, not softmax.
+        return load_pretrained_with_head(
+            "AutoModelForSequenceClassification", location, config.model, config.trust_remote_code,
+            num_labels=len(self.label_names), id2label=dict(enumerate(self.label_names)), label2id=self.label2id,
+            problem_type="multi_label_classification",
+        )  # fmt: skip
 
     def encode(self, tokenizer: Any, table: Table, with_labels: bool = True) -> list[dict[str, Any]]:
         require_columns(table, [self.text_column])
         texts = require_texts(table, self.text_column)
-        encoded = tokenizer(texts, truncation=True, max_length=self.max_length)
+        if self.text_pair_column is not None:
+            require_columns(table, [self.text_pair_column])
+            pairs = require_texts(table, self.text_pair_column)
+            # Both texts are cut, longest first, so neither loses everything to the other.
+            encoded = tokenizer(texts, pairs, truncation="longest_first", max_length=self.max_length)
+        else:
+            encoded = tokenizer(texts, truncation=True, max_length=self.max_length)
         examples = [{"input_ids": ids} for ids in encoded["input_ids"]]
         if "token_type_ids" in encoded:
             for example, types in zip(examples, encoded["token_type_ids"], strict=True):
@@ -154,13 +236,22 @@ class ClassificationTask:
         return 1
 
     def collate(self, examples: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-        return pad_batch(examples, pad_token_id)
+        if not self.multi_label:
+            return pad_batch(examples, pad_token_id)
+        batch = pad_batch([{k: v for k, v in e.items() if k != "labels"} for e in examples], pad_token_id)
+        if "labels" in examples[0]:
+            batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.float32)
+        return batch
 
     def forward_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """The training loss summed over the batch (the loop divides by the real example count, also when
         classes are weighted: see sftlab.losses)."""
         labels = batch["labels"]
         logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
+        if self.multi_label:
+            # One term per (example, label) decision: the mean equals transformers' BCEWithLogitsLoss.
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="sum")
+            return loss, int(labels.numel())
         weights = (
             None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
         )
@@ -187,6 +278,11 @@ class ClassificationTask:
         """Metrics and mean cross-entropy; only (examples x labels) floats are kept, never hidden states."""
         logits = self.logits(model, examples, pad_token_id, batch_size, device, autocast)
         labels = torch.tensor([example["labels"] for example in examples])
+        if self.multi_label:
+            predicted = (logits.sigmoid() > self.threshold).long()
+            metrics = multilabel_metrics(labels.tolist(), predicted.tolist(), self.label_names)
+            metrics["loss"] = float(F.binary_cross_entropy_with_logits(logits, labels.float()))
+            return metrics
         metrics = classification_metrics(labels.tolist(), logits.argmax(-1).tolist(), self.label_names)
         metrics["loss"] = float(F.cross_entropy(logits, labels))
         return metrics
@@ -195,7 +291,15 @@ class ClassificationTask:
                 device: torch.device, autocast: Any) -> list[dict[str, Any]]:  # fmt: skip
         """{"label", "score"} per row; score is the predicted label's softmax probability."""
         examples = self.encode(tokenizer, table, with_labels=False)
-        probabilities = self.logits(model, examples, pad_token_id, batch_size, device, autocast).softmax(-1)
+        logits = self.logits(model, examples, pad_token_id, batch_size, device, autocast)
+        if self.multi_label:
+            # {"labels": every label above the threshold, "scores": each label's sigmoid}
+            return [
+                {"labels": [n for n, p in zip(self.label_names, row, strict=True) if p > self.threshold],
+                 "scores": dict(zip(self.label_names, row, strict=True))}
+                for row in logits.sigmoid().tolist()
+            ]  # fmt: skip
+        probabilities = logits.softmax(-1)
         scores, ids = probabilities.max(-1)
         return [
             {"label": self.label_names[i], "score": float(s)}
@@ -206,6 +310,8 @@ class ClassificationTask:
         return format_classification_report(metrics, title)
 
     def epoch_summary(self, metrics: dict[str, Any]) -> str:
+        if self.multi_label:
+            return f"subset accuracy {metrics['accuracy']:.4f}, f1_micro {metrics['f1_micro']:.4f}, f1_macro {metrics['f1_macro']:.4f}"
         return f"accuracy {metrics['accuracy']:.4f}, f1_macro {metrics['f1_macro']:.4f}"
 
 
