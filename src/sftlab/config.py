@@ -39,6 +39,14 @@ class DataConfig(_Section):
     """Column holding the input text."""
     label_column: str = "label"
     """Column holding the label (a string or an integer)."""
+    source_column: str = "source"
+    """seq2seq: column holding the input text (e.g. the sentence to translate)."""
+    target_column: str = "target"
+    """seq2seq: column holding the output text the model learns to generate."""
+    source_prefix: str = ""
+    """seq2seq: text put before every source (T5 style, e.g. `translate English to Spanish: `)."""
+    max_target_length: int | None = Field(default=None, ge=4, le=8192)
+    """seq2seq: truncate targets to this many tokens; null uses max_length."""
     max_train_samples: int | None = Field(default=None, gt=0)
     """Use only the first N training examples (after the deterministic split); null for all."""
     max_eval_samples: int | None = Field(default=None, gt=0)
@@ -127,11 +135,40 @@ class ScheduleConfig(_Section):
     """Warmup length in optimizer steps; overrides warmup_ratio when set."""
 
 
+class EncoderDecoderSpec(_Section):
+    encoder: str
+    """The encoder checkpoint: a built-in name, a local folder, or a Hub name (e.g. minilm)."""
+    decoder: str | None = None
+    """The decoder checkpoint, warm-started from an encoder (BERT2BERT); null uses the encoder's."""
+
+    @field_validator("encoder", "decoder")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name a model")
+        return value
+
+    def __str__(self) -> str:
+        return f"{self.encoder}->{self.decoder or self.encoder}"
+
+
+class GenerationConfig(_Section):
+    num_beams: int = Field(default=1, ge=1, le=64)
+    """seq2seq: beams for generation in evaluation and predict; 1 is greedy decoding."""
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    """seq2seq: the most tokens generated per output."""
+    no_repeat_ngram_size: int = Field(default=0, ge=0)
+    """seq2seq: never repeat an n-gram of this size in an output; 0 allows repeats."""
+    length_penalty: float = 1.0
+    """seq2seq: beam search scores are divided by length**length_penalty; > 1 favours longer outputs."""
+
+
 class Config(_Section):
-    task: Literal["classification"] = "classification"
-    """What to fine-tune for: classification (text or sentiment classification)."""
-    model: str = "minilm"
-    """A built-in model name (`sftlab models list`), a local folder, or a Hugging Face Hub name."""
+    task: Literal["classification", "seq2seq"] = "classification"
+    """What to fine-tune for: classification (text or sentiment), seq2seq (translation, summarization)."""
+    model: str | EncoderDecoderSpec = "minilm"
+    """A built-in model name (`sftlab models list`), a local folder, or a Hugging Face Hub name; for
+    seq2seq also `{encoder: minilm, decoder: minilm}` to warm-start an encoder-decoder from encoders."""
     output_dir: Path = Path("runs/sftlab")
     """Where the model, the resolved config and metrics.json are written."""
     data: DataConfig = Field(default_factory=lambda: DataConfig(dataset="trec6"))
@@ -142,15 +179,23 @@ class Config(_Section):
     """The optimizer."""
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     """The learning-rate schedule."""
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """seq2seq: how outputs are generated for evaluation and predict."""
     trust_remote_code: bool = False
     """Allow a Hub model to run its own Python code; off unless you trust the model's author."""
 
     @field_validator("model")
     @classmethod
-    def _model_not_empty(cls, value: str) -> str:
-        if not value.strip():
+    def _model_not_empty(cls, value: str | EncoderDecoderSpec) -> str | EncoderDecoderSpec:
+        if isinstance(value, str) and not value.strip():
             raise ValueError("must name a model")
         return value
+
+    @model_validator(mode="after")
+    def _encoder_decoder_needs_seq2seq(self) -> Config:
+        if isinstance(self.model, EncoderDecoderSpec) and self.task != "seq2seq":
+            raise ValueError("model: {encoder, decoder} builds an encoder-decoder; it needs task: seq2seq")
+        return self
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-able values."""

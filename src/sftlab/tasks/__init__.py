@@ -75,7 +75,10 @@ class Task(Protocol):
 
 
 # Task name -> "module:class"; imported only when used, so the CLI stays fast.
-TASKS = {"classification": "sftlab.tasks.classification:ClassificationTask"}
+TASKS = {
+    "classification": "sftlab.tasks.classification:ClassificationTask",
+    "seq2seq": "sftlab.tasks.seq2seq:Seq2SeqTask",
+}
 
 
 def task_class(name: str) -> Any:
