@@ -176,7 +176,9 @@ def fetch_dataset(name: str) -> dict[str, Path]:
     return paths
 
 
-def random_split(count: int, validation_size: int, test_size: int, seed: int) -> tuple[list[int], list[int], list[int]]:
+def random_split(
+    count: int, validation_size: int, test_size: int, seed: int
+) -> tuple[list[int], list[int], list[int]]:
     """Indices for (train, validation, test): a seeded shuffle, test first, then validation; each sorted."""
     order = list(range(count))
     random.Random(seed).shuffle(order)
@@ -207,7 +209,9 @@ def _build_parallel(spec: DebianParallelDataset, folder: Path, paths: dict[str, 
     return paths
 
 
-def _write_splits(folder: Path, paths: dict[str, Path], rows: list[dict[str, Any]], indices: tuple[list[int], ...]) -> None:
+def _write_splits(
+    folder: Path, paths: dict[str, Path], rows: list[dict[str, Any]], indices: tuple[list[int], ...]
+) -> None:
     """Write each split's JSONL atomically: a crash never leaves a split that looks finished."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, split_indices in zip(SPLITS, indices, strict=True):

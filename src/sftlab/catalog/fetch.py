@@ -94,7 +94,9 @@ def extract_debian_package(package: str, version: str, destination: Path) -> Pat
     if marker.exists():
         return destination
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-        raise SftlabError(f"Debian package {package}={version}: needs apt-get and dpkg (a Debian or Ubuntu system)")
+        raise SftlabError(
+            f"Debian package {package}={version}: needs apt-get and dpkg (a Debian or Ubuntu system)"
+        )
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{destination.name}-") as scratch:
         download = subprocess.run(

@@ -49,9 +49,13 @@ def read_slots(folder: Path, testament: str) -> list[str]:
         verse_index = (folder / f"{testament}.bzv").read_bytes()
         compressed = (folder / f"{testament}.bzz").read_bytes()
     except OSError as error:
-        raise SftlabError(f"{folder}: not a SWORD zText module ({error.strerror}: {error.filename})") from None
+        raise SftlabError(
+            f"{folder}: not a SWORD zText module ({error.strerror}: {error.filename})"
+        ) from None
     if len(blocks_index) % 12 or len(verse_index) % 10:
-        raise SftlabError(f"{folder}: corrupt zText index ({testament}.bzs or {testament}.bzv has a partial record)")
+        raise SftlabError(
+            f"{folder}: corrupt zText index ({testament}.bzs or {testament}.bzv has a partial record)"
+        )
     blocks = [struct.unpack_from("<III", blocks_index, start) for start in range(0, len(blocks_index), 12)]
     cache: dict[int, bytes] = {}
     slots = []

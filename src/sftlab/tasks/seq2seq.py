@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from sftlab.data.batching import inference_batches
 from sftlab.data.readers import Table, require_columns, require_texts
-from sftlab.errors import SftlabError
 from sftlab.evaluation.generation_metrics import generation_metrics
 
 IGNORE_INDEX = -100
@@ -100,7 +99,9 @@ class Seq2SeqTask:
             return examples
         require_columns(table, [self.target_column])
         targets = require_texts(table, self.target_column)
-        labels = tokenizer(text_target=targets, truncation=True, max_length=self.max_target_length)["input_ids"]
+        labels = tokenizer(text_target=targets, truncation=True, max_length=self.max_target_length)[
+            "input_ids"
+        ]
         start = self._decoder_start(tokenizer)
         for example, ids, text in zip(examples, labels, targets, strict=True):
             example["labels"] = ids[1:] if start is not None and ids[:1] == [start] else ids
@@ -133,10 +134,15 @@ class Seq2SeqTask:
         unwrapped = getattr(model, "module", model)  # DDP wraps the model; the shift lives on the model
         decoder_input_ids = unwrapped.prepare_decoder_input_ids_from_labels(labels=labels)
         logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=decoder_input_ids,
         ).logits
         loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+            logits.float().reshape(-1, logits.shape[-1]),
+            labels.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
         )
         return loss, int((labels != IGNORE_INDEX).sum())
 
@@ -159,7 +165,9 @@ class Seq2SeqTask:
                     do_sample=False,
                     **settings,
                 )
-            texts = tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+            texts = tokenizer.batch_decode(
+                generated, skip_special_tokens=True, clean_up_tokenization_spaces=True
+            )
             for index, text in zip(indices, texts, strict=True):
                 outputs[index] = text.strip()
         return outputs
@@ -181,11 +189,14 @@ class Seq2SeqTask:
     def evaluate(self, model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_size: int,
                  device: torch.device, autocast: Any) -> dict[str, Any]:  # fmt: skip
         """BLEU, chrF and ROUGE of generated outputs against the targets, plus the teacher-forced loss."""
-        hypotheses = self.generate(model, self.tokenizer, examples, pad_token_id, batch_size, device, autocast)
+        hypotheses = self.generate(
+            model, self.tokenizer, examples, pad_token_id, batch_size, device, autocast
+        )
         metrics = generation_metrics(hypotheses, [e["target_text"] for e in examples])
         metrics["loss"] = self.loss(model, examples, pad_token_id, batch_size, device, autocast)
         metrics["samples"] = [
-            {"target": e["target_text"], "generated": h} for e, h in zip(examples[:3], hypotheses[:3], strict=True)
+            {"target": e["target_text"], "generated": h}
+            for e, h in zip(examples[:3], hypotheses[:3], strict=True)
         ]
         return metrics
 
