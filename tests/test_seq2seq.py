@@ -37,7 +37,7 @@ def bert2bert():
     from sftlab.tasks.seq2seq import Seq2SeqTask
 
     config = load_config(EXAMPLE)
-    task = Seq2SeqTask._from_settings(config)
+    task = Seq2SeqTask.from_settings(config)
     tokenizer = load_tokenizer(locate_model(config.model), config.model)
     torch.manual_seed(0)
     model = task.load_model(locate_model(config.model), config)
@@ -59,6 +59,11 @@ def test_config_accepts_an_encoder_decoder_pair_and_plain_names():
         load_config({"task": "classification", "model": {"encoder": "minilm"}})
     with pytest.raises(ConfigError, match="generation.num_beams"):
         load_config(EXAMPLE, ["generation.num_beams=0"])
+    # Problems inside the {encoder, decoder} mapping name their key, not pydantic's union member tags.
+    with pytest.raises(ConfigError, match=r"model\.encoder: is required$"):
+        load_config({"task": "seq2seq", "model": {"decoder": "minilm"}})
+    with pytest.raises(ConfigError, match=r"model\.decodr: unknown key \(did you mean 'model\.decoder'\?\)"):
+        load_config(EXAMPLE, ["model.decodr=minilm"])
 
 
 def test_warm_started_model_has_the_special_tokens_generate_needs(bert2bert):

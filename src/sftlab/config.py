@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -288,6 +290,9 @@ def validate_config(values: dict[str, Any], source: str = "config") -> Config:
         # A value checked against a union (`int | "full"`) fails once per member: merge those into one line.
         merged: dict[tuple[str, ...], list[str]] = {}
         for item in error.errors():
+            parts = [str(part) for part in item["loc"]]
+            if parts[-1:] == ["str"] and isinstance(_lookup(values, parts[:-1]), dict):
+                continue  # `model: {encoder: ...}` is clearly not meant as a name; report the mapping's problems
             location, message = _describe(item)
             messages = merged.setdefault(location, [])
             if message not in messages:
@@ -311,6 +316,7 @@ SHORT_MESSAGES = {
     "model_attributes_type": "must be a mapping of keys",
     "dict_type": "must be a mapping of keys",
     "list_type": "must be a list",
+    "missing": "is required",
 }
 
 
@@ -339,19 +345,33 @@ def _format_problem(location: tuple[str, ...], messages: list[str], values: dict
     return f"{key}: {text}" + ("" if given is _MISSING else f" (got {given!r})")
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config section a field holds: the model itself, or the model inside `str | Section`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    members = [m for m in typing.get_args(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
+    return members[0] if len(members) == 1 else None
+
+
 def _field_location(parts: list[str]) -> tuple[str, ...]:
-    """Keep the path through real config sections and fields; stop at pydantic's union tags."""
+    """Keep the path through real config sections and fields; drop pydantic's union tags."""
     model: type[BaseModel] | None = Config
     kept: list[str] = []
+    union_tag_next = False
     for part in parts:
+        if union_tag_next:  # pydantic names the union member it tried (model: str | EncoderDecoderSpec)
+            union_tag_next = False
+            if model is not None and part == model.__name__:
+                continue
+            break
         if model is None:
             break
         kept.append(part)
         field = model.model_fields.get(part)
         if field is None:
             break
-        annotation = field.annotation
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        model = _section_model(field.annotation)
+        union_tag_next = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
     return tuple(kept)
 
 
@@ -372,10 +392,10 @@ def _allowed_keys(location: list[str]) -> list[str]:
     model: type[BaseModel] = Config
     for part in location:
         field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        section = _section_model(getattr(field, "annotation", None))
+        if section is None:
             return []
-        model = annotation
+        model = section
     return list(model.model_fields)
 
 

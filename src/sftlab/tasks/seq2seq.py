@@ -52,10 +52,10 @@ class Seq2SeqTask:
             require_columns(table, [data.source_column, data.target_column])
             require_texts(table, data.source_column)
             require_texts(table, data.target_column)
-        return cls._from_settings(config)
+        return cls.from_settings(config)
 
     @classmethod
-    def _from_settings(cls, config: Any, decoder_start_token_id: int | None = None) -> Seq2SeqTask:
+    def from_settings(cls, config: Any, decoder_start_token_id: int | None = None) -> Seq2SeqTask:
         data = config.data
         return cls(
             source_column=data.source_column,
@@ -73,7 +73,7 @@ class Seq2SeqTask:
         from transformers import AutoModelForSeq2SeqLM
 
         model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
-        return cls._from_settings(config, model.config.decoder_start_token_id), model
+        return cls.from_settings(config, model.config.decoder_start_token_id), model
 
     @property
     def input_column(self) -> str:

