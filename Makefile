@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	$(BIN)/sftlab models fetch minilm
 	$(BIN)/sftlab datasets fetch trec6
+	$(BIN)/sftlab datasets fetch bible_en_es
 	touch $@
 
 demo: setup

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +41,14 @@ class DataConfig(_Section):
     """Column holding the input text."""
     label_column: str = "label"
     """Column holding the label (a string or an integer)."""
+    source_column: str = "source"
+    """seq2seq: column holding the input text (e.g. the sentence to translate)."""
+    target_column: str = "target"
+    """seq2seq: column holding the output text the model learns to generate."""
+    source_prefix: str = ""
+    """seq2seq: text put before every source (T5 style, e.g. `translate English to Spanish: `)."""
+    max_target_length: int | None = Field(default=None, ge=4, le=8192)
+    """seq2seq: truncate targets to this many tokens; null uses max_length."""
     max_train_samples: int | None = Field(default=None, gt=0)
     """Use only the first N training examples (after the deterministic split); null for all."""
     max_eval_samples: int | None = Field(default=None, gt=0)
@@ -251,12 +261,43 @@ class LossConfig(_Section):
         return self
 
 
+class EncoderDecoderSpec(_Section):
+    encoder: str
+    """The encoder checkpoint: a built-in name, a local folder, or a Hub name (e.g. minilm)."""
+    decoder: str | None = None
+    """The decoder checkpoint, warm-started from an encoder (BERT2BERT); null uses the encoder's."""
+
+    @field_validator("encoder", "decoder")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name a model")
+        return value
+
+    def __str__(self) -> str:
+        return f"{self.encoder}->{self.decoder or self.encoder}"
+
+
+class GenerationConfig(_Section):
+    num_beams: int = Field(default=1, ge=1, le=64)
+    """seq2seq: beams for generation in evaluation and predict; 1 is greedy decoding."""
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    """seq2seq: the most tokens generated per output."""
+    no_repeat_ngram_size: int = Field(default=0, ge=0)
+    """seq2seq: never repeat an n-gram of this size in an output; 0 allows repeats."""
+    length_penalty: float = 1.0
+    """seq2seq: beam search scores are divided by length**length_penalty; > 1 favours longer outputs."""
+
+
 class Config(_Section):
-    task: Literal["classification", "token_classification", "question_answering"] = "classification"
+    task: Literal["classification", "token_classification", "question_answering", "seq2seq"] = (
+        "classification"
+    )
     """What to fine-tune for: classification (texts, text pairs, multi-label), token_classification (NER,
-    POS), question_answering (extractive)."""
-    model: str = "minilm"
-    """A built-in model name (`sftlab models list`), a local folder, or a Hugging Face Hub name."""
+    POS), question_answering (extractive), seq2seq (translation, summarization)."""
+    model: str | EncoderDecoderSpec = "minilm"
+    """A built-in model name (`sftlab models list`), a local folder, or a Hugging Face Hub name; for
+    seq2seq also `{encoder: minilm, decoder: minilm}` to warm-start an encoder-decoder from encoders."""
     output_dir: Path = Path("runs/sftlab")
     """Where the model, the resolved config and metrics.json are written."""
     data: DataConfig = Field(default_factory=lambda: DataConfig(dataset="trec6"))
@@ -271,15 +312,23 @@ class Config(_Section):
     """Which parameters train: frozen layers, regex patterns, gradual unfreezing."""
     loss: LossConfig = Field(default_factory=LossConfig)
     """The training loss."""
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """seq2seq: how outputs are generated for evaluation and predict."""
     trust_remote_code: bool = False
     """Allow a Hub model to run its own Python code; off unless you trust the model's author."""
 
     @field_validator("model")
     @classmethod
-    def _model_not_empty(cls, value: str) -> str:
-        if not value.strip():
+    def _model_not_empty(cls, value: str | EncoderDecoderSpec) -> str | EncoderDecoderSpec:
+        if isinstance(value, str) and not value.strip():
             raise ValueError("must name a model")
         return value
+
+    @model_validator(mode="after")
+    def _encoder_decoder_needs_seq2seq(self) -> Config:
+        if isinstance(self.model, EncoderDecoderSpec) and self.task != "seq2seq":
+            raise ValueError("model: {encoder, decoder} builds an encoder-decoder; it needs task: seq2seq")
+        return self
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-able values."""
@@ -372,6 +421,9 @@ def validate_config(values: dict[str, Any], source: str = "config") -> Config:
         # A value checked against a union (`int | "full"`) fails once per member: merge those into one line.
         merged: dict[tuple[str, ...], list[str]] = {}
         for item in error.errors():
+            parts = [str(part) for part in item["loc"]]
+            if parts[-1:] == ["str"] and isinstance(_lookup(values, parts[:-1]), dict):
+                continue  # `model: {encoder: ...}` is clearly not meant as a name; report the mapping's problems
             location, message = _describe(item)
             messages = merged.setdefault(location, [])
             if message not in messages:
@@ -395,6 +447,7 @@ SHORT_MESSAGES = {
     "model_attributes_type": "must be a mapping of keys",
     "dict_type": "must be a mapping of keys",
     "list_type": "must be a list",
+    "missing": "is required",
 }
 
 
@@ -423,19 +476,33 @@ def _format_problem(location: tuple[str, ...], messages: list[str], values: dict
     return f"{key}: {text}" + ("" if given is _MISSING else f" (got {given!r})")
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config section a field holds: the model itself, or the model inside `str | Section`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    members = [m for m in typing.get_args(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
+    return members[0] if len(members) == 1 else None
+
+
 def _field_location(parts: list[str]) -> tuple[str, ...]:
-    """Keep the path through real config sections and fields; stop at pydantic's union tags."""
+    """Keep the path through real config sections and fields; drop pydantic's union tags."""
     model: type[BaseModel] | None = Config
     kept: list[str] = []
+    union_tag_next = False
     for part in parts:
+        if union_tag_next:  # pydantic names the union member it tried (model: str | EncoderDecoderSpec)
+            union_tag_next = False
+            if model is not None and part == model.__name__:
+                continue
+            break
         if model is None:
             break
         kept.append(part)
         field = model.model_fields.get(part)
         if field is None:
             break
-        annotation = field.annotation
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        model = _section_model(field.annotation)
+        union_tag_next = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
     return tuple(kept)
 
 
@@ -456,10 +523,10 @@ def _allowed_keys(location: list[str]) -> list[str]:
     model: type[BaseModel] = Config
     for part in location:
         field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        section = _section_model(getattr(field, "annotation", None))
+        if section is None:
             return []
-        model = annotation
+        model = section
     return list(model.model_fields)
 
 

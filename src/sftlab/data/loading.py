@@ -9,7 +9,7 @@ from sftlab.data.readers import Table, read_table
 
 def load_tables(data: DataConfig) -> dict[str, Table]:
     """{"train", "validation"[, "test"]}: from a built-in dataset or files; validation carved from train
-    (stratified by label, fixed seed) when no file is given; `max_*_samples` applied last."""
+    (stratified by label when rows have one, fixed seed) when no file is given; `max_*_samples` applied last."""
     if data.dataset is not None:
         paths = fetch_dataset(data.dataset)
         tables = {split: read_table(path) for split, path in paths.items()}
@@ -22,8 +22,10 @@ def load_tables(data: DataConfig) -> dict[str, Table]:
             tables["test"] = read_table(data.test)
     if "validation" not in tables:
         train = tables["train"]
-        # Stratified by label where rows have one; token and QA rows have none and are split at random.
-        labels = [str(row.get(data.label_column, "")) for row in train.rows]
+        # Stratify by label when the rows have one (classification); other tasks (token, QA, seq2seq rows) get a seeded
+        # random split. A classification table without its label column still fails in the task's checks.
+        has_labels = all(data.label_column in row for row in train.rows)
+        labels = [str(row[data.label_column]) if has_labels else "" for row in train.rows]
         keep, held_out, _ = stratified_split(labels, (data.validation_fraction, 0.0), SPLIT_SEED)
         tables["train"], tables["validation"] = train.subset(keep), train.subset(held_out)
     if data.max_train_samples is not None:

@@ -79,6 +79,7 @@ TASKS = {
     "classification": "sftlab.tasks.classification:ClassificationTask",
     "token_classification": "sftlab.tasks.token_classification:TokenClassificationTask",
     "question_answering": "sftlab.tasks.question_answering:QuestionAnsweringTask",
+    "seq2seq": "sftlab.tasks.seq2seq:Seq2SeqTask",
 }
 
 
