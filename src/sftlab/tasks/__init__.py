@@ -75,7 +75,10 @@ class Task(Protocol):
 
 
 # Task name -> "module:class"; imported only when used, so the CLI stays fast.
-TASKS = {"classification": "sftlab.tasks.classification:ClassificationTask"}
+TASKS = {
+    "classification": "sftlab.tasks.classification:ClassificationTask",
+    "causal_lm": "sftlab.tasks.causal_lm:CausalLMTask",
+}
 
 
 def task_class(name: str) -> Any:

@@ -85,10 +85,23 @@ class ClassificationTask:
         """The task and the fine-tuned model from a finished run's model/ folder."""
         from transformers import AutoModelForSequenceClassification
 
+        from sftlab.adapters import base_config, is_adapter_dir, load_adapter
+        from sftlab.models import load_sequence_classifier, locate_model
+
+        data = config.data
+        if is_adapter_dir(model_dir):
+            # A LoRA run: the pretrained body, then the adapter and the trained head saved with it.
+            id2label = base_config(model_dir)["id2label"]
+            names = [id2label[str(i)] for i in range(len(id2label))]
+            base = load_sequence_classifier(
+                locate_model(config.model), config.model, names, config.trust_remote_code
+            )
+            return cls(names, data.text_column, data.label_column, data.max_length), load_adapter(
+                base, model_dir
+            )
         model = AutoModelForSequenceClassification.from_pretrained(model_dir)
         id2label = model.config.id2label
         names = [id2label[i] for i in range(len(id2label))]
-        data = config.data
         return cls(names, data.text_column, data.label_column, data.max_length), model
 
     @property
@@ -114,9 +127,11 @@ class ClassificationTask:
         return ids
 
     def load_model(self, location: str, config: Any) -> Any:
+        from sftlab.adapters import apply_adapter
         from sftlab.models import load_sequence_classifier
 
-        return load_sequence_classifier(location, config.model, self.label_names, config.trust_remote_code)
+        model = load_sequence_classifier(location, config.model, self.label_names, config.trust_remote_code)
+        return apply_adapter(model, config.adapter, "SEQ_CLS")
 
     def encode(self, tokenizer: Any, table: Table, with_labels: bool = True) -> list[dict[str, Any]]:
         require_columns(table, [self.text_column])
