@@ -15,6 +15,8 @@ EXAMPLES = """examples:
   sftlab eval runs/trec6 --data my_labeled.csv
   sftlab predict runs/trec6 --input questions.txt --output predictions.jsonl
   sftlab datasets list
+  sftlab export runs/smollm2_commonsense_lora --merge --output merged/
+  sftlab chat runs/smollm2_commonsense_lora --temperature 0.7
 """
 
 
@@ -69,6 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--batch-size", type=int, default=None)
     predict.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    _generation_options(predict)
+
+    export = commands.add_parser("export", help="write a finished run as a plain transformers model folder")
+    export.add_argument("output_dir", type=Path, help="a finished run's output_dir")
+    export.add_argument("--output", type=Path, required=True, help="folder for the model (must not exist)")
+    export.add_argument(
+        "--merge", action="store_true", help="fold a LoRA adapter into the weights (needed for adapter runs)"
+    )
+
+    chat = commands.add_parser("chat", help="talk to a finished causal_lm run (one message per line)")
+    chat.add_argument("output_dir", type=Path, help="a finished causal_lm run's output_dir")
+    chat.add_argument("--system", default=None, help="system prompt for the conversation")
+    chat.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    _generation_options(chat)
 
     datasets = commands.add_parser("datasets", help="built-in datasets")
     datasets_commands = datasets.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -92,6 +108,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return parser
+
+
+def _generation_options(parser: argparse.ArgumentParser) -> None:
+    """causal_lm sampling options; unset ones keep the run's `generate` config."""
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="most tokens per answer")
+    parser.add_argument("--temperature", type=float, default=None, help="0 = greedy (default from the run)")
+    parser.add_argument(
+        "--top-p", type=float, default=None, help="nucleus sampling mass (with temperature > 0)"
+    )
+
+
+def _apply_generation_options(predictor: object, args: argparse.Namespace) -> None:
+    from sftlab.errors import SftlabError
+
+    task = predictor.task  # type: ignore[attr-defined]
+    given = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
+    given = {key: value for key, value in given.items() if value is not None}
+    if given and not hasattr(task, "max_new_tokens"):
+        raise SftlabError("--max-new-tokens/--temperature/--top-p apply to causal_lm runs only")
+    if given.get("max_new_tokens", 1) < 1:
+        raise SftlabError(f"--max-new-tokens: must be at least 1 (got {given['max_new_tokens']})")
+    if given.get("temperature", 0.0) < 0:
+        raise SftlabError(f"--temperature: must be 0 (greedy) or more (got {given['temperature']})")
+    if not 0 < given.get("top_p", 1.0) <= 1:
+        raise SftlabError(f"--top-p: must be in (0, 1] (got {given['top_p']})")
+    for key, value in given.items():
+        setattr(task, key, value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +222,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise SftlabError(f"--batch-size: must be at least 1 (got {args.batch_size})")
     predictor = load(args.output_dir, precision=args.precision)
+    _apply_generation_options(predictor, args)
     table, predictions = predictor.predict_file(args.input, args.batch_size)
     # Each output line echoes the input column it was predicted from, then the task's prediction fields.
     column = predictor.task.input_column
@@ -189,6 +233,50 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _write_atomic(args.output, "\n".join(lines) + "\n")
     print(f"wrote {len(lines)} predictions to {args.output}")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sftlab.adapters import is_adapter_dir, merged
+    from sftlab.errors import SftlabError
+    from sftlab.outputs import staged_output
+    from sftlab.predictor import load
+
+    if is_adapter_dir(args.output_dir / "model") and not args.merge:
+        raise SftlabError(
+            f"{args.output_dir}: is a LoRA run; pass --merge to fold the adapter into a full model"
+        )
+    predictor = load(args.output_dir, precision="fp32", device="cpu")
+    with staged_output(args.output, overwrite=False) as staging:
+        merged(predictor.model).save_pretrained(staging, safe_serialization=True)
+        predictor.tokenizer.save_pretrained(staging)
+    print(f"wrote a full model to {args.output}/ (loads with transformers alone, no PEFT)")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from sftlab.errors import SftlabError
+    from sftlab.predictor import load
+
+    predictor = load(args.output_dir, precision=args.precision)
+    if predictor.config.task != "causal_lm":
+        raise SftlabError(
+            f"{args.output_dir}: chat needs a causal_lm run (this one is {predictor.config.task})"
+        )
+    _apply_generation_options(predictor, args)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("sftlab chat: type a message, an empty line or Ctrl-D ends", file=sys.stderr)
+    while True:
+        if interactive:
+            print("> ", end="", flush=True, file=sys.stderr)
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0
+        messages.append({"role": "user", "content": line.strip()})
+        reply = predictor.predict([{"messages": messages}])[0]["answer"]
+        messages.append({"role": "assistant", "content": reply})
+        print(reply, flush=True)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -259,6 +347,8 @@ COMMANDS = {
     "datasets": cmd_datasets,
     "models": cmd_models,
     "config": cmd_config,
+    "export": cmd_export,
+    "chat": cmd_chat,
 }
 
 

