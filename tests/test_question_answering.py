@@ -139,3 +139,59 @@ def test_doc_stride_must_leave_room(tmp_path):
     )
     assert result.returncode == 2
     assert "data.doc_stride (128) must be less than half of data.max_length (128)" in result.stderr
+
+
+def test_oracle_logits_decode_to_the_gold_answers_across_windows():
+    """Preprocessing and postprocessing, independent of how well a model trained: logits that peak at the
+    gold start/end tokens (and below them at [CLS]) must decode to exactly the gold character span, also
+    when short windows split each context and the answer sits in a later window."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from sftlab.catalog.models import resolve_model
+
+    table = read_table(fetch_dataset("disflqa")["test"]).subset(list(range(40)))
+    task = QuestionAnsweringTask(max_length=64, doc_stride=16, max_answer_length=64)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    golds = task.gold_answers(table)
+    questions = [row["question"] for row in table.rows]
+    contexts = [row["context"] for row in table.rows]
+    features = task.features(tokenizer, questions, contexts, golds)
+    assert len(features) > 2 * len(table), "short windows split every context"
+    logits = []
+    for feature in features:
+        start = torch.full((len(feature["input_ids"]),), -10.0)
+        end = start.clone()
+        if feature["start_positions"]:  # the answer lies in this window
+            start[feature["start_positions"]], end[feature["end_positions"]] = 10.0, 10.0
+        start[0], end[0] = 0.0, 0.0  # [CLS]: below a found answer, above every other span
+        logits.append((start, end))
+    answers = task.best_answers(features, logits)
+    # The token-aligned gold span: from the first labelled window of each question.
+    aligned = {}
+    for feature in features:
+        if feature["start_positions"] and feature["example"] not in aligned:
+            offsets = feature["offsets"]
+            aligned[feature["example"]] = (
+                offsets[feature["start_positions"]][0],
+                offsets[feature["end_positions"]][1],
+            )
+    answerable = exact = 0
+    for index, (answer, gold, context) in enumerate(zip(answers, golds, contexts, strict=True)):
+        if not gold:
+            assert answer["answer"] == "" and answer["start"] is None
+            continue
+        answerable += 1
+        text, start_char = gold[0]
+        assert (answer["start"], answer["end"]) == aligned[index]
+        assert context[answer["start"] : answer["end"]] == answer["answer"]
+        assert (
+            answer["start"] <= start_char and start_char + len(text) <= answer["end"]
+        )  # covers the gold text
+        exact += answer["answer"] == text
+    assert answerable >= 25
+    # Gold answers are word-aligned except a few DisflQA oddities (e.g. "4" located inside "1864").
+    assert exact >= answerable - 2
+    in_later_window = [f for f in features if f["start_positions"] and features.index(f) > 0
+                       and features[features.index(f) - 1]["example"] == f["example"]]  # fmt: skip
+    assert in_later_window, "some answers are only reachable through a later window"
