@@ -152,9 +152,12 @@ class Seq2SeqTask:
         """Generated texts in input order, from length-sorted batches."""
         model.eval()
         unwrapped = getattr(model, "module", model)
+        # Only the settings that apply: transformers warns about a length penalty without beams.
         settings = dict(self.generation)
         if settings.get("no_repeat_ngram_size") == 0:
             settings.pop("no_repeat_ngram_size")
+        if settings.get("num_beams", 1) == 1:
+            settings.pop("length_penalty", None)
         outputs: list[str] = [""] * len(examples)
         for indices in inference_batches([len(e["input_ids"]) for e in examples], batch_size):
             batch = self.collate([{"input_ids": examples[i]["input_ids"]} for i in indices], pad_token_id)
