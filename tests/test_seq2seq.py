@@ -198,3 +198,17 @@ def test_empty_target_is_one_line_naming_the_row(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "pairs.jsonl line 4: empty 'en'" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_saved_encoder_decoder_loads_as_a_plain_model_name(seq2seq_run):
+    """`model: FOLDER` takes the AutoModelForSeq2SeqLM path; the start token comes from the model's config."""
+    from sftlab.tasks.seq2seq import Seq2SeqTask
+
+    folder = str(seq2seq_run / "model")
+    config = load_config(EXAMPLE, [f"model={folder}"])
+    task = Seq2SeqTask.from_config(config, {"train": verses(2)})
+    assert task.decoder_start_token_id == 101
+    model = task.load_model(folder, config)
+    assert type(model).__name__ == "EncoderDecoderModel"
+    assert model.generation_config.eos_token_id == 102
