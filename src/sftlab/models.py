@@ -99,6 +99,17 @@ def load_seq2seq(location: str, name: Any, trust_remote_code: bool = False) -> A
         raise _hub_error(name, error) from None
 
 
+def decoder_start_token_id(location: str, name: Any, trust_remote_code: bool = False) -> int | None:
+    """The token a pretrained encoder-decoder's decoder starts from, read from its config.json."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise _hub_error(name, error) from None
+    return getattr(config, "decoder_start_token_id", None)
+
+
 def load_encoder_decoder(encoder: str, decoder: str) -> Any:
     """An encoder-decoder warm-started from two encoder checkpoints (BERT2BERT, Rothe et al. 2020).
 

@@ -52,7 +52,12 @@ class Seq2SeqTask:
             require_columns(table, [data.source_column, data.target_column])
             require_texts(table, data.source_column)
             require_texts(table, data.target_column)
-        return cls.from_settings(config)
+        start = None
+        if isinstance(config.model, str):  # a ready encoder-decoder names its own start token (BART: </s>)
+            from sftlab.models import decoder_start_token_id, locate_model
+
+            start = decoder_start_token_id(locate_model(config.model), config.model, config.trust_remote_code)
+        return cls.from_settings(config, start)
 
     @classmethod
     def from_settings(cls, config: Any, decoder_start_token_id: int | None = None) -> Seq2SeqTask:
@@ -109,7 +114,7 @@ class Seq2SeqTask:
         return examples
 
     def _decoder_start(self, tokenizer: Any) -> int | None:
-        # Before load_model has run (encode happens first), a BERT2BERT decoder starts with [CLS].
+        # A warm-started BERT2BERT is built after encoding; its decoder will start with [CLS].
         if self.decoder_start_token_id is not None:
             return self.decoder_start_token_id
         return tokenizer.cls_token_id
@@ -152,9 +157,12 @@ class Seq2SeqTask:
         """Generated texts in input order, from length-sorted batches."""
         model.eval()
         unwrapped = getattr(model, "module", model)
+        # Only the settings that apply: transformers warns about a length penalty without beams.
         settings = dict(self.generation)
         if settings.get("no_repeat_ngram_size") == 0:
             settings.pop("no_repeat_ngram_size")
+        if settings.get("num_beams", 1) == 1:
+            settings.pop("length_penalty", None)
         outputs: list[str] = [""] * len(examples)
         for indices in inference_batches([len(e["input_ids"]) for e in examples], batch_size):
             batch = self.collate([{"input_ids": examples[i]["input_ids"]} for i in indices], pad_token_id)
