@@ -65,11 +65,11 @@ def test_lora_classification_keeps_the_trained_head(tmp_path):
 def test_lora_causal_lm_saves_reloads_merges_and_stops_at_eos(tmp_path, capsys):
     config = load_config(
         {"task": "causal_lm", "model": "smollm2", "output_dir": str(tmp_path / "run"),
-         "data": {"dataset": "commonsense_qa", "max_train_samples": 8, "max_eval_samples": 4, "max_length": 160,
+         "data": {"dataset": "commonsense_qa", "max_train_samples": 4, "max_eval_samples": 2, "max_length": 160,
                   "packing": True},
-         "train": {"epochs": 2, "batch_size": 4, "learning_rate": 1e-3, "seed": 5, "eval_batch_size": 4},
+         "train": {"epochs": 2, "batch_size": 2, "learning_rate": 1e-3, "seed": 5, "eval_batch_size": 2},
          "adapter": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]},
-         "generate": {"max_new_tokens": 10, "eval_samples": 4}}
+         "generate": {"max_new_tokens": 8, "eval_samples": 2}}
     )  # fmt: skip
     result = finetune(config, echo=False)
     assert result.metrics["steps"] == 4 and result.metrics["answer_tokens"] > 0
@@ -84,7 +84,7 @@ def test_lora_causal_lm_saves_reloads_merges_and_stops_at_eos(tmp_path, capsys):
     # After the short SFT the model closes its answers with EOS (trained even though pad == EOS).
     for ids in prompts:
         output = predictor.model.generate(
-            input_ids=torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=eos
+            input_ids=torch.tensor([ids]), max_new_tokens=16, do_sample=False, pad_token_id=eos
         )[0, len(ids) :].tolist()
         assert eos in output, predictor.tokenizer.decode(output)
 
