@@ -32,6 +32,9 @@ def test_lora_classification_keeps_the_trained_head(tmp_path):
          "adapter": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}}
     )  # fmt: skip
     result = finetune(config, echo=False)
+    # Only the adapter and the head train: the pretrained body stays frozen (LoRA r=4 on query and value
+    # of 6 blocks is 6 * 2 * (384*4 + 4*384) = 36,864 weights; the head 384*6 + 6; the body has 22.7M).
+    assert result.metrics["trainable_parameters"] == 36_864 + 384 * 6 + 6
     saved = sorted(p.name for p in (tmp_path / "run" / "model").iterdir())
     assert "adapter_config.json" in saved and "base_config.json" in saved and "model.safetensors" not in saved
 

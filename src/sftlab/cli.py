@@ -238,7 +238,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sftlab.adapters import is_adapter_dir, merged
     from sftlab.errors import SftlabError
-    from sftlab.outputs import staged_output
+    from sftlab.outputs import atomic_directory
     from sftlab.predictor import load
 
     if is_adapter_dir(args.output_dir / "model") and not args.merge:
@@ -246,7 +246,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"{args.output_dir}: is a LoRA run; pass --merge to fold the adapter into a full model"
         )
     predictor = load(args.output_dir, precision="fp32", device="cpu")
-    with staged_output(args.output, overwrite=False) as staging:
+    with atomic_directory(args.output) as staging:
         merged(predictor.model).save_pretrained(staging, safe_serialization=True)
         predictor.tokenizer.save_pretrained(staging)
     print(f"wrote a full model to {args.output}/ (loads with transformers alone, no PEFT)")

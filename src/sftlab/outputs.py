@@ -188,3 +188,31 @@ def staged_output(output_dir: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Path) -> Iterator[Path]:
+    """A new folder written as a whole (e.g. `sftlab export`): files go into a hidden sibling that is renamed
+    to `path` at the end, so an error leaves nothing behind. An existing non-empty `path` is refused."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise SftlabError(f"{path}: already exists and is not an empty folder; choose a new one")
+    parent = path.resolve().parent
+    staging = parent / f".{path.name}.partial-{os.getpid()}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+    except OSError as error:
+        raise SftlabError(f"{path}: cannot write: {error.strerror or error}") from None
+    try:
+        yield staging
+        if path.exists():
+            path.rmdir()
+        os.replace(staging, path)
+    except write_errors() as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SftlabError(f"{path}: cannot write: {describe_write_error(error)}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -44,7 +44,10 @@ def trainable_layers(model: torch.nn.Module, config: Config) -> TrainableLayers:
         if uses_layer_order(config):
             raise
         groups = [("all", list(model.named_parameters()))]  # an unknown architecture, trained as one layer
-    frozen = frozen_names(model, freeze.embeddings, freeze.bottom_layers, freeze.patterns)
+    # Parameters the model arrives with frozen stay frozen: a LoRA adapter freezes the whole pretrained body,
+    # and turning it back on here would silently train all of it.
+    frozen_by_model = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
+    frozen = frozen_names(model, freeze.embeddings, freeze.bottom_layers, freeze.patterns) | frozen_by_model
     layers = [(name, [(n, p) for n, p in parameters if n not in frozen]) for name, parameters in groups]
     layers = [(name, parameters) for name, parameters in layers if parameters]
     stages: list[set[str]] = []
