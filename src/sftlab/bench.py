@@ -191,6 +191,7 @@ def worker_sftlab(args: argparse.Namespace) -> dict[str, Any]:
         overrides += ["freeze.embeddings=true", f"freeze.bottom_layers={FROZEN_BLOCKS}"]
     result = sftlab.finetune({}, overrides=overrides, overwrite=True, echo=False)
     metrics = result.metrics
+    peak_rss_mb = _peak_rss_mb()  # before loading the saved model again just to count its parameters
     predictor = sftlab.load(args.output_dir)
     trainable, frozen = _non_embedding_parameters(predictor.model)
     if args.case == "c":
@@ -202,7 +203,7 @@ def worker_sftlab(args: argparse.Namespace) -> dict[str, Any]:
         "train_tokens_per_s": metrics["train_tokens_per_s"],
         "accuracy": metrics["accuracy"],
         "precision": metrics["precision"],
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb,
         "trainable_non_embedding": trainable,
         "frozen_non_embedding": frozen,
     }
