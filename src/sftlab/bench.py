@@ -193,9 +193,9 @@ def worker_sftlab(args: argparse.Namespace) -> dict[str, Any]:
     metrics = result.metrics
     peak_rss_mb = _peak_rss_mb()  # before loading the saved model again just to count its parameters
     predictor = sftlab.load(args.output_dir)
-    trainable, frozen = _non_embedding_parameters(predictor.model)
-    if args.case == "c":
-        trainable, frozen = _frozen_split(predictor.model)
+    # The saved model has every parameter trainable again, so case c's split comes from the block index.
+    split = _frozen_split if args.case == "c" else _non_embedding_parameters
+    trainable, frozen = split(predictor.model)
     return {
         "side": "sftlab",
         "train_runtime_s": metrics["train_runtime_s"],
