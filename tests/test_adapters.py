@@ -28,7 +28,7 @@ def test_lora_classification_keeps_the_trained_head(tmp_path):
     config = load_config(
         {"task": "classification", "model": "minilm", "output_dir": str(tmp_path / "run"),
          "data": {"dataset": "trec6", "max_train_samples": 96, "max_eval_samples": 48, "max_length": 32},
-         "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "seed": 3},
+         "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "seed": 3, "precision": "fp32"},
          "adapter": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}}
     )  # fmt: skip
     result = finetune(config, echo=False)

@@ -70,7 +70,7 @@ def test_cached_prefix_gives_the_same_logits_and_gradients(setup):
     labels = torch.arange(len(indices)) % 6
     model.eval()  # dropout off in both passes, so they must agree exactly up to float rounding
     plain = model(**batch).logits
-    with run_from_prefix(model, depth, pad_prefix(cached, indices)):
+    with run_from_prefix(model, depth, pad_prefix(cached, indices, batch["input_ids"].shape[1])):
         from_cache = model(**batch).logits
     torch.testing.assert_close(from_cache, plain, rtol=1e-4, atol=1e-5)
     # the model is restored afterwards
@@ -80,7 +80,9 @@ def test_cached_prefix_gives_the_same_logits_and_gradients(setup):
     for name, use_cache in (("plain", False), ("cached", True)):
         model.zero_grad()
         context = (
-            run_from_prefix(model, depth, pad_prefix(cached, indices)) if use_cache else torch.enable_grad()
+            run_from_prefix(model, depth, pad_prefix(cached, indices, batch["input_ids"].shape[1]))
+            if use_cache
+            else torch.enable_grad()
         )
         with context:
             loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)

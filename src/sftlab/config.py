@@ -120,6 +120,10 @@ class TrainConfig(_Section):
     """Numeric precision: auto picks bf16 autocast where the hardware has fast bf16, else fp32."""
     group_by_length: bool = True
     """Batch examples of similar length together (less padding), keeping the order random across chunks."""
+    batch_tokens: int | None = Field(default=None, ge=1)
+    """Token-budget batches: instead of `batch_size` examples, each batch takes as many length-sorted
+    examples as fit in this many padded tokens (short texts make big batches, long ones small), still
+    random across chunks. The loss stays an exact mean over the step's real targets."""
     cache_frozen_prefix: bool = True
     """When the embeddings and bottom blocks are frozen, compute their output once and train only the top
     (frozen blocks then run in eval mode, without dropout); off, or inapplicable, runs the whole model."""

@@ -85,9 +85,10 @@ def compute_prefix(
     return cached
 
 
-def pad_prefix(cached: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
-    """The cached hidden states of a batch, zero-padded to its longest example (masked out anyway)."""
-    longest = max(cached[i].shape[0] for i in indices)
+def pad_prefix(cached: list[torch.Tensor], indices: list[int], length: int | None = None) -> torch.Tensor:
+    """The cached hidden states of a batch, zero-padded to `length` (the batch's padded length; by default
+    its longest example), masked out anyway."""
+    longest = length or max(cached[i].shape[0] for i in indices)
     out = torch.zeros((len(indices), longest, cached[indices[0]].shape[1]), dtype=cached[indices[0]].dtype)
     for row, index in enumerate(indices):
         out[row, : cached[index].shape[0]] = cached[index]

@@ -40,7 +40,51 @@ def length_grouped_batches(
         part = sorted(order[start : start + chunk], key=lambda index: lengths[index], reverse=True)
         batches.extend(part[offset : offset + batch_size] for offset in range(0, len(part), batch_size))
     rng.shuffle(batches)
+    return _longest_first(batches, lengths)
+
+
+def _longest_first(batches: list[list[int]], lengths: list[int]) -> list[list[int]]:
+    # The batch holding the longest example goes first (as in transformers' LengthGroupedSampler): the
+    # largest activations are allocated at the start, later batches reuse that memory, and an
+    # out-of-memory shows at step 1 rather than hours in.
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]), default=0)
+    batches[0], batches[longest] = batches[longest], batches[0]
     return batches
+
+
+def token_budget_batches(
+    lengths: list[int], max_tokens: int, seed: int, epoch: int, multiple: int = 8, chunk_batches: int = 50
+) -> list[list[int]]:
+    """Batches of at most `max_tokens` padded tokens (longest length, rounded up to `multiple`, times the
+    number of examples), so short examples make large batches and long ones small: fewer, larger matrix
+    products and little padding. Randomness as in `length_grouped_batches`: shuffle, sort within chunks of
+    about `chunk_batches` batches' worth of tokens, fill batches greedily, shuffle the batches. An example
+    longer than the budget gets a batch of its own. Every example is in exactly one batch.
+    """
+    rng = epoch_rng(seed, epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    chunk: list[int] = []
+    chunk_tokens = 0
+    for position, index in enumerate(order):
+        chunk.append(index)
+        chunk_tokens += lengths[index]
+        if chunk_tokens < chunk_batches * max_tokens and position < len(order) - 1:
+            continue
+        current: list[int] = []
+        for example in sorted(chunk, key=lambda i: lengths[i], reverse=True):
+            # Sorted longest first, so the batch's padded length is that of its first example.
+            padded = -(-lengths[current[0] if current else example] // multiple) * multiple
+            if current and padded * (len(current) + 1) > max_tokens:
+                batches.append(current)
+                current = []
+            current.append(example)
+        if current:
+            batches.append(current)
+        chunk, chunk_tokens = [], 0
+    rng.shuffle(batches)
+    return _longest_first(batches, lengths)
 
 
 def inference_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -67,15 +111,19 @@ def plan_steps(
     epoch: int,
     rank: int = 0,
     world_size: int = 1,
+    batch_tokens: int | None = None,
 ) -> list[list[list[int]]]:
     """One epoch as optimizer steps, each a list of micro-batches.
 
     batch_size N: micro-batches of N, `accumulation` of them per step (the last step may hold fewer; the
     loop normalizes by the real count, so a short step is still an exact mean). batch_size "full": every
     micro-batch of `micro_batch_size` in one step, i.e. batch gradient descent, one update per epoch.
+    batch_tokens N: micro-batches by token budget instead of by count (`token_budget_batches`).
     """
     size = micro_batch_size if batch_size == "full" else int(batch_size)
-    if group_by_length and size > 1:
+    if batch_tokens is not None:
+        batches = token_budget_batches(lengths, batch_tokens, seed, epoch)
+    elif group_by_length and size > 1:
         batches = length_grouped_batches(lengths, size, seed, epoch)
     else:
         batches = random_batches(len(lengths), size, seed, epoch)

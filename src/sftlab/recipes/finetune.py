@@ -34,6 +34,7 @@ from sftlab.data.loading import load_tables
 from sftlab.errors import SftlabError
 from sftlab.freezing import count_parameters, set_trainable, unfreeze_stage
 from sftlab.models import load_tokenizer, locate_model, quiet_transformers
+from sftlab.optim.clipping import clear_folded_clip, clip_gradients
 from sftlab.outputs import check_output_dir, release_lock, staged_output, take_lock
 from sftlab.prefix_cache import compute_prefix, frozen_prefix_depth, pad_prefix, run_from_prefix
 from sftlab.recipes.components import make_optimizer, make_schedule, metric_value, trainable_layers
@@ -93,6 +94,7 @@ def finetune(
     plan = functools.partial(
         plan_steps, lengths, train_cfg.batch_size, train_cfg.gradient_accumulation_steps, train_cfg.micro_batch_size,
         train_cfg.group_by_length, train_cfg.seed, rank=accelerator.process_index, world_size=accelerator.num_processes,
+        batch_tokens=train_cfg.batch_tokens,
     )  # fmt: skip
     # Step counts come from the sharded plan, after prepare(): sharding changes how many steps each process takes.
     steps_per_epoch = len(plan(epoch=0))
@@ -122,7 +124,7 @@ def finetune(
         state = {
             "step": step, "epoch": epoch, "stopped": stop, "loss_total": loss_total, "loss_terms": loss_terms,
             "examples_seen": examples_seen, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-            "history": history, "best": {k: v for k, v in best.items() if k != "state"},
+            "history": history, "best": {k: v for k, v in best.items() if k not in ("state", "current")},
             "evaluations_since_best": evaluations_since_best, "nonfinite_skipped": nonfinite_skipped,
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             "schedule": schedule.state_dict() if hasattr(schedule, "state_dict") else None,
@@ -221,7 +223,9 @@ def finetune(
                 last = index == len(micro_batches) - 1
                 from_prefix = (
                     run_from_prefix(
-                        unwrapped, prefix_depth, pad_prefix(prefix, indices).to(accelerator.device)
+                        unwrapped,
+                        prefix_depth,
+                        pad_prefix(prefix, indices, batch["input_ids"].shape[1]).to(accelerator.device),
                     )
                     if prefix is not None
                     else contextlib.nullcontext()
@@ -239,11 +243,15 @@ def finetune(
                 step_tokens += int(batch["attention_mask"].sum())
             grad_norm = None
             if train_cfg.max_grad_norm is not None:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)
+                grad_norm = clip_gradients(model, optimizer, accelerator, train_cfg.max_grad_norm)
             # A NaN/inf loss or gradient is caught at the step it happens (fp16's scaler skips inf gradients
             # itself); all processes agree, so they skip or stop together.
             fault = nonfinite_fault(step_loss, grad_norm, accelerator)
             if fault is None:
+                if best.get("current"):  # the best model is about to change: keep a copy first
+                    state = accelerator.unwrap_model(model).state_dict()
+                    best["state"] = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+                    best["current"] = False
                 optimizer.step()
                 loss_total += step_loss
                 loss_terms += step_loss_terms
@@ -262,6 +270,7 @@ def finetune(
                                       [tables["train"].where(i) for m in micro_batches for i in m],
                                       list_checkpoints(config.output_dir))
                 )  # fmt: skip
+            clear_folded_clip(optimizer)
             optimizer.zero_grad(set_to_none=True)
             step += 1
             train_seconds += time.perf_counter() - started
@@ -286,13 +295,9 @@ def finetune(
                 value < best["value"] if lower_is_better else value > best["value"]
             )
             if improved:
-                state = accelerator.unwrap_model(model).state_dict()
-                best = {
-                    "value": value,
-                    "step": step,
-                    "epoch": epoch + 1,
-                    "state": {k: v.detach().to("cpu", copy=True) for k, v in state.items()},
-                }
+                # The best model is the current one: copied only if another update follows (see above), so
+                # a run whose last evaluation is its best never holds a second copy of the weights.
+                best = {"value": value, "step": step, "epoch": epoch + 1, "state": None, "current": True}
                 evaluations_since_best = 0
             else:
                 evaluations_since_best += 1
@@ -315,9 +320,12 @@ def finetune(
             if stop:
                 break
     progress.close()
+    # Training is over: the optimizer's moments and the gradients are not needed for evaluating and saving.
+    optimizer.zero_grad(set_to_none=True)
+    optimizer.state.clear()
 
     # --- final evaluation of the best model, then save
-    if best["state"] is not None:
+    if best["state"] is not None and not best.get("current"):
         accelerator.unwrap_model(model).load_state_dict(best["state"])
     report_split = "test" if "test" in encoded else "validation"
     final = evaluate(report_split)

@@ -7,7 +7,7 @@ from sftlab.config import Config
 from sftlab.data.batching import plan_steps
 from sftlab.data.loading import load_tables
 from sftlab.freezing import count_parameters
-from sftlab.models import locate_model, quiet_transformers
+from sftlab.models import load_tokenizer, locate_model, quiet_transformers
 from sftlab.optim.schedules import warmup_steps_for
 from sftlab.recipes.components import make_optimizer, make_schedule, trainable_layers
 from sftlab.tasks import task_class
@@ -22,10 +22,15 @@ def describe_plan(config: Config) -> str:
     optimizer = make_optimizer(trainable, config)
 
     train = config.train
-    # How many steps depends only on the number of examples, not on their lengths.
+    # How many steps depends only on the number of examples, not on their lengths, except with a token
+    # budget: then the training texts are tokenized to count.
+    lengths = [1] * len(tables["train"])
+    if train.batch_tokens is not None:
+        tokenizer = load_tokenizer(locate_model(config.model), config.model, config.trust_remote_code)
+        lengths = [len(example["input_ids"]) for example in task.encode(tokenizer, tables["train"])]
     steps_per_epoch = len(
-        plan_steps([1] * len(tables["train"]), train.batch_size, train.gradient_accumulation_steps,
-                   train.micro_batch_size, False, train.seed, epoch=0)
+        plan_steps(lengths, train.batch_size, train.gradient_accumulation_steps, train.micro_batch_size,
+                   False, train.seed, epoch=0, batch_tokens=train.batch_tokens)
     )  # fmt: skip
     total_steps = steps_per_epoch * train.epochs
     schedule = make_schedule(config, total_steps, steps_per_epoch, train.metric_for_best or task.main_metric)
@@ -36,7 +41,8 @@ def describe_plan(config: Config) -> str:
     lines = [
         f"plan: {config.task} | model {config.model} | train {len(tables['train'])} examples | "
         f"{train.epochs} epochs x {steps_per_epoch} optimizer steps = {total_steps} steps "
-        f"(batch {train.batch_size}, accumulation {train.gradient_accumulation_steps})",
+        f"(batch {f'{train.batch_tokens} tokens' if train.batch_tokens else train.batch_size}, "
+        f"accumulation {train.gradient_accumulation_steps})",
         f"optimizer {config.optim.name}, weight decay {config.optim.weight_decay} on matrices | "
         f"schedule {config.schedule.name}"
         + ("" if config.schedule.name == "slanted_triangular" else f", warmup {warmup} steps"),
