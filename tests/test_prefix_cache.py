@@ -91,3 +91,18 @@ def test_cached_prefix_gives_the_same_logits_and_gradients(setup):
     assert set(grads["plain"]) == set(grads["cached"]) and len(grads["plain"]) > 10
     for name in grads["plain"]:
         torch.testing.assert_close(grads["cached"][name], grads["plain"][name], rtol=1e-3, atol=1e-6)
+
+
+def test_a_bf16_cache_halves_the_memory_and_stays_within_bf16_rounding(setup):
+    model, examples = setup
+    _freeze(model, 4)
+    depth = frozen_prefix_depth(model)
+    args = (model, examples, depth, lambda b: pad_batch(b, 0), 8, torch.device("cpu"))
+    fp32 = compute_prefix(*args, lambda: torch.autocast("cpu", enabled=False))
+    bf16 = compute_prefix(*args, lambda: torch.autocast("cpu", enabled=False), torch.bfloat16)
+    assert all(c.dtype == torch.bfloat16 for c in bf16)
+    assert sum(c.nbytes for c in bf16) * 2 == sum(c.nbytes for c in fp32)
+    indices = list(range(6))
+    padded = pad_prefix(bf16, indices, 40)
+    assert padded.dtype == torch.float32 and padded.shape[1] == 40  # the top blocks get fp32, padded as asked
+    torch.testing.assert_close(padded, pad_prefix(fp32, indices, 40), rtol=2**-8, atol=1e-6)

@@ -3,6 +3,7 @@ on the real MiniLM and real TREC questions."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 
@@ -90,3 +91,94 @@ def test_bf16_probe_and_allocator_setting():
     before = torch.zeros(30522, 384)  # a freed 47 MB block is handed out again, zeroed as asked
     del before
     assert torch.count_nonzero(torch.zeros(30522, 384)) == 0
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_first_token_top_block_gives_the_plain_models_logits_and_gradients(attention):
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
+
+    from sftlab.first_token import first_token_top, supports_first_token_top
+
+    location = resolve_model("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        location, num_labels=6, attn_implementation=attention
+    )
+    assert supports_first_token_top(model)
+    assert not supports_first_token_top(
+        AutoModelForTokenClassification.from_pretrained(location, num_labels=3)
+    )
+    rows = [json.loads(line) for line in fetch_dataset("trec6")["validation"].read_text().splitlines()[:12]]
+    batch = dict(tokenizer([row["text"] for row in rows], padding=True, return_tensors="pt"))
+    assert batch["attention_mask"].min() == 0  # padded rows: the mask matters
+    labels = torch.arange(len(rows)) % 6
+    model.eval()  # no dropout: both passes must agree up to float rounding
+    results = {}
+    for name, context in (("plain", contextlib.nullcontext), ("first token", lambda: first_token_top(model))):
+        model.zero_grad()
+        with context():
+            logits = model(**batch).logits
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+        results[name] = (logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(results["first token"][0], results["plain"][0], rtol=1e-4, atol=1e-5)
+    plain_grads, ours = results["plain"][1], results["first token"][1]
+    assert set(ours) == set(plain_grads) and len(ours) > 100
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(ours[name], grad, rtol=1e-3, atol=2e-6, msg=name)
+    assert type(model.bert.encoder.layer[-1]).__name__ == "BertLayer"  # restored
+
+
+def test_fast_dropout_drops_at_rate_p_scales_exactly_and_follows_the_seed():
+    from sftlab.fast_dropout import FastDropout, fast_dropout
+
+    layer = FastDropout(0.1).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(5)
+    y = layer(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.002  # one million independent draws: std 0.0003
+    kept = y[y != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 65536 / (65536 - 6554)))  # E[y] = x exactly
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient: the same mask, the same scale
+    torch.manual_seed(5)
+    assert torch.equal(layer(x), y)  # reproducible from torch's seed (and so resumable)
+    assert torch.equal(layer.eval()(x), x)  # evaluation drops nothing
+
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=6)
+    with fast_dropout(model) as swapped:
+        assert swapped == 6 * 3 + 2  # embeddings, 3 per block (attention probs, attention out, ffn out), head
+        assert all(type(m) is not torch.nn.Dropout for m in model.modules())
+    assert sum(type(m) is torch.nn.Dropout for m in model.modules()) == swapped  # restored
+
+
+def test_bf16_and_token_budget_runs_match_the_fp32_run_on_real_data(tmp_path):
+    """bf16 autocast (the default where it is fast) and token-budget batches against plain fp32 on the same
+    640 TREC questions: same accuracy within 3 points; the token budget really changes the batches."""
+    import sftlab
+
+    base = [
+        "model=minilm", "data.dataset=trec6", "data.max_train_samples=640", "data.max_eval_samples=200",
+        "data.max_length=48", "train.epochs=3", "train.learning_rate=1e-4", "train.seed=7",
+    ]  # fmt: skip
+    runs = {}
+    for name, extra in (
+        ("fp32", ["train.precision=fp32"]),
+        ("bf16", ["train.precision=bf16"]),
+        ("tokens", ["train.precision=fp32", "train.batch_tokens=512"]),
+    ):
+        result = sftlab.finetune({}, overrides=[*base, *extra, f"output_dir={tmp_path / name}"], echo=False)
+        runs[name] = result.metrics
+    assert runs["fp32"]["precision"] == "fp32" and runs["bf16"]["precision"] == "bf16"
+    assert runs["fp32"]["steps"] == 3 * 20  # 640 / 32
+    assert runs["tokens"]["steps"] != runs["fp32"]["steps"]  # batches follow lengths, not a count of 32
+    for name in ("bf16", "tokens"):
+        assert runs["fp32"]["accuracy"] > 0.6
+        assert abs(runs[name]["accuracy"] - runs["fp32"]["accuracy"]) <= 0.03, (name, runs[name]["accuracy"])

@@ -120,6 +120,9 @@ class TrainConfig(_Section):
     """Numeric precision: auto picks bf16 autocast where the hardware has fast bf16, else fp32."""
     group_by_length: bool = True
     """Batch examples of similar length together (less padding), keeping the order random across chunks."""
+    group_chunk_batches: int = Field(default=8, ge=1)
+    """How many batches' worth of examples are sorted by length together when grouping: fewer keeps batches
+    more random (more padding), more cuts padding (less random)."""
     batch_tokens: int | None = Field(default=None, ge=1)
     """Token-budget batches: instead of `batch_size` examples, each batch takes as many length-sorted
     examples as fit in this many padded tokens (short texts make big batches, long ones small), still
@@ -127,6 +130,12 @@ class TrainConfig(_Section):
     cache_frozen_prefix: bool = True
     """When the embeddings and bottom blocks are frozen, compute their output once and train only the top
     (frozen blocks then run in eval mode, without dropout); off, or inapplicable, runs the whole model."""
+    first_token_top: bool = True
+    """Classification heads that read only the first token ([CLS]) of BERT-style encoders: in training the
+    top block computes that position only (exact; ~14% fewer matrix products on MiniLM)."""
+    fast_dropout: bool = True
+    """On a CPU, dropout masks from 16-bit slices of 64-bit random draws (drop rate p to within 1/65536,
+    exact expectation): a quarter of torch's generator calls."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: auto uses a CUDA GPU when one is visible (or the devices `accelerate launch` gives)."""
     eval_every: int | Literal["epoch"] = "epoch"

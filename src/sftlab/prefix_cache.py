@@ -63,8 +63,10 @@ def compute_prefix(
     batch_size: int,
     device: torch.device,
     autocast: Callable[[], Any],
+    dtype: torch.dtype = torch.float32,
 ) -> list[torch.Tensor]:
-    """Each example's hidden states after block `depth - 1` (length x hidden, fp32, on the CPU)."""
+    """Each example's hidden states after block `depth - 1` (length x hidden, on the CPU), kept in `dtype`:
+    a bf16 run keeps them in bf16 (half the memory; the blocks that made them computed in bf16 already)."""
     base = model.base_model
     was_training = model.training
     model.eval()
@@ -78,7 +80,7 @@ def compute_prefix(
             mask = _mask(base, batch["attention_mask"], hidden)
             for layer in base.encoder.layer[:depth]:
                 hidden = layer(hidden, mask)
-        hidden = hidden.float().cpu()
+        hidden = hidden.to("cpu", dtype)
         for row, index in enumerate(indices):
             cached[index] = hidden[row, : lengths[index]].clone()
     model.train(was_training)
@@ -86,10 +88,10 @@ def compute_prefix(
 
 
 def pad_prefix(cached: list[torch.Tensor], indices: list[int], length: int | None = None) -> torch.Tensor:
-    """The cached hidden states of a batch, zero-padded to `length` (the batch's padded length; by default
-    its longest example), masked out anyway."""
+    """The cached hidden states of a batch as fp32, zero-padded to `length` (the batch's padded length; by
+    default its longest example), masked out anyway."""
     longest = length or max(cached[i].shape[0] for i in indices)
-    out = torch.zeros((len(indices), longest, cached[indices[0]].shape[1]), dtype=cached[indices[0]].dtype)
+    out = torch.zeros((len(indices), longest, cached[indices[0]].shape[1]), dtype=torch.float32)
     for row, index in enumerate(indices):
         out[row, : cached[index].shape[0]] = cached[index]
     return out

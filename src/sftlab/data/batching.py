@@ -112,6 +112,7 @@ def plan_steps(
     rank: int = 0,
     world_size: int = 1,
     batch_tokens: int | None = None,
+    chunk_batches: int = 50,
 ) -> list[list[list[int]]]:
     """One epoch as optimizer steps, each a list of micro-batches.
 
@@ -122,9 +123,9 @@ def plan_steps(
     """
     size = micro_batch_size if batch_size == "full" else int(batch_size)
     if batch_tokens is not None:
-        batches = token_budget_batches(lengths, batch_tokens, seed, epoch)
+        batches = token_budget_batches(lengths, batch_tokens, seed, epoch, chunk_batches=chunk_batches)
     elif group_by_length and size > 1:
-        batches = length_grouped_batches(lengths, size, seed, epoch)
+        batches = length_grouped_batches(lengths, size, seed, epoch, chunk_batches)
     else:
         batches = random_batches(len(lengths), size, seed, epoch)
     batches = shard_batches(batches, rank, world_size)

@@ -32,6 +32,8 @@ from sftlab.config import Config, save_config
 from sftlab.data.batching import plan_steps
 from sftlab.data.loading import load_tables
 from sftlab.errors import SftlabError
+from sftlab.fast_dropout import use_fast_dropout
+from sftlab.first_token import first_token_top, supports_first_token_top
 from sftlab.freezing import count_parameters, set_trainable, unfreeze_stage
 from sftlab.models import load_tokenizer, locate_model, quiet_transformers
 from sftlab.optim.clipping import clear_folded_clip, clip_gradients
@@ -94,7 +96,7 @@ def finetune(
     plan = functools.partial(
         plan_steps, lengths, train_cfg.batch_size, train_cfg.gradient_accumulation_steps, train_cfg.micro_batch_size,
         train_cfg.group_by_length, train_cfg.seed, rank=accelerator.process_index, world_size=accelerator.num_processes,
-        batch_tokens=train_cfg.batch_tokens,
+        batch_tokens=train_cfg.batch_tokens, chunk_batches=train_cfg.group_chunk_batches,
     )  # fmt: skip
     # Step counts come from the sharded plan, after prepare(): sharding changes how many steps each process takes.
     steps_per_epoch = len(plan(epoch=0))
@@ -143,10 +145,20 @@ def finetune(
     if prefix_depth:
         collate = functools.partial(task.collate, pad_token_id=pad_id)
         prefix = compute_prefix(unwrapped, train_set, prefix_depth, collate, train_cfg.eval_batch_size,
-                                accelerator.device, accelerator.autocast)  # fmt: skip
+                                accelerator.device, accelerator.autocast,
+                                torch.bfloat16 if precision == "bf16" else torch.float32)  # fmt: skip
         log(
             f"frozen-prefix cache: embeddings and blocks 0-{prefix_depth - 1} computed once for {len(prefix)} examples"
         )
+
+    # A classification head that reads only the first token: the top block computes just that position.
+    first_token = (
+        train_cfg.first_token_top and accelerator.num_processes == 1 and supports_first_token_top(unwrapped)
+    )
+    # CPU dropout with a quarter of the random draws (CUDA's own dropout is already fast).
+    restore_dropout = None
+    if train_cfg.fast_dropout and accelerator.device.type == "cpu":
+        _, restore_dropout = use_fast_dropout(unwrapped)
 
     # --- start, or continue from a checkpoint: weights, optimizer, RNGs, counters, best model
     history: list[dict[str, Any]] = []
@@ -234,6 +246,7 @@ def finetune(
                     contextlib.nullcontext() if last else accelerator.no_sync(model),
                     accelerator.autocast(),
                     from_prefix,
+                    first_token_top(unwrapped) if first_token else contextlib.nullcontext(),
                 ):
                     loss_sum, terms = task.forward_loss(model, batch)
                 accelerator.backward(loss_sum * scale)
@@ -320,6 +333,8 @@ def finetune(
             if stop:
                 break
     progress.close()
+    if restore_dropout is not None:
+        restore_dropout()
     # Training is over: the optimizer's moments and the gradients are not needed for evaluating and saving.
     optimizer.zero_grad(set_to_none=True)
     optimizer.state.clear()
