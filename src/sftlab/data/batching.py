@@ -23,7 +23,7 @@ def random_batches(num_examples: int, batch_size: int, seed: int, epoch: int) ->
 
 
 def length_grouped_batches(
-    lengths: list[int], batch_size: int, seed: int, epoch: int, chunk_batches: int = 50
+    lengths: list[int], batch_size: int, seed: int, epoch: int, chunk_batches: int = 8
 ) -> list[list[int]]:
     """Batches of similar-length examples, still random: shuffle, cut into chunks of `chunk_batches`
     batches, sort each chunk by length, cut it into batches, then shuffle the batch order.
@@ -53,7 +53,7 @@ def _longest_first(batches: list[list[int]], lengths: list[int]) -> list[list[in
 
 
 def token_budget_batches(
-    lengths: list[int], max_tokens: int, seed: int, epoch: int, multiple: int = 8, chunk_batches: int = 50
+    lengths: list[int], max_tokens: int, seed: int, epoch: int, multiple: int = 8, chunk_batches: int = 8
 ) -> list[list[int]]:
     """Batches of at most `max_tokens` padded tokens (longest length, rounded up to `multiple`, times the
     number of examples), so short examples make large batches and long ones small: fewer, larger matrix
@@ -69,7 +69,7 @@ def token_budget_batches(
     chunk_tokens = 0
     for position, index in enumerate(order):
         chunk.append(index)
-        chunk_tokens += lengths[index]
+        chunk_tokens += -(-lengths[index] // multiple) * multiple
         if chunk_tokens < chunk_batches * max_tokens and position < len(order) - 1:
             continue
         current: list[int] = []
@@ -112,7 +112,7 @@ def plan_steps(
     rank: int = 0,
     world_size: int = 1,
     batch_tokens: int | None = None,
-    chunk_batches: int = 50,
+    chunk_batches: int = 8,
 ) -> list[list[list[int]]]:
     """One epoch as optimizer steps, each a list of micro-batches.
 

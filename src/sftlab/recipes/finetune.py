@@ -40,7 +40,7 @@ from sftlab.optim.clipping import clear_folded_clip, clip_gradients
 from sftlab.outputs import check_output_dir, release_lock, staged_output, take_lock
 from sftlab.prefix_cache import compute_prefix, frozen_prefix_depth, pad_prefix, run_from_prefix
 from sftlab.recipes.components import make_optimizer, make_schedule, metric_value, trainable_layers
-from sftlab.runtime import make_accelerator, set_seed
+from sftlab.runtime import make_accelerator, release_freed_memory, set_seed
 from sftlab.tasks import task_class
 
 
@@ -300,6 +300,9 @@ def finetune(
                     checkpoint_now()
                 continue
             # --- evaluate, keep the best model, maybe stop early
+            if step == total_steps:  # training is over: its scratch memory and the cache's go back
+                prefix = None
+                release_freed_memory()
             metrics = evaluate("validation")
             value = metric_value(metrics, metric_for_best, "train.metric_for_best")
             if hasattr(schedule, "observe"):  # reduce_on_plateau adapts at evaluations
