@@ -289,6 +289,7 @@ def remove_checkpoints(output_dir: Path) -> None:
 # the evaluation batch size (evaluation only; at most the last bits of validation metrics), how many bad
 # batches may be skipped, and the device (then equality is only up to floating-point tolerance).
 HARMLESS_KEYS = {
+    "data.cache_tokenized",
     "output_dir",
     "train.eval_batch_size",
     "train.save_every",

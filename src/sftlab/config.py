@@ -55,6 +55,9 @@ class DataConfig(_Section):
     """Use only the first N validation and test examples; null for all."""
     max_length: int = Field(default=128, ge=8, le=8192)
     """Truncate inputs to this many tokens."""
+    cache_tokenized: bool = True
+    """Keep tokenized splits that took over a second to make in sftlab's cache (keyed by rows, tokenizer
+    and settings), so the next run on the same data skips tokenization."""
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     """Share of train held out as validation when no validation file is given."""
     # --- task-specific columns and options (each used only by the task it names)

@@ -31,6 +31,7 @@ from sftlab.checkpoints import (
 from sftlab.config import Config, save_config
 from sftlab.data.batching import plan_steps
 from sftlab.data.loading import load_tables
+from sftlab.data.token_cache import encode_cached
 from sftlab.errors import SftlabError
 from sftlab.fast_dropout import use_fast_dropout
 from sftlab.first_token import first_token_top, supports_first_token_top
@@ -72,7 +73,7 @@ def finetune(
     task = task_class(config.task).from_config(config, tables)
     location = locate_model(config.model)
     tokenizer = load_tokenizer(location, config.model, config.trust_remote_code)
-    encoded = {split: task.encode(tokenizer, table) for split, table in tables.items()}
+    encoded = {split: encode_cached(task, tokenizer, table, config) for split, table in tables.items()}
     if len(tables["validation"]) == 0:
         raise SftlabError(
             f"{tables['train'].path}: too few rows to hold out a validation split; set data.validation"
