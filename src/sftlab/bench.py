@@ -36,21 +36,12 @@ FROZEN_BLOCKS = 4
 
 
 def matmul_gflops(dtype_name: str, repeats: int = 20) -> float:
-    """Throughput of a BERT-layer-shaped matrix product (tokens x 384 @ 384 x 1536) in GFLOP/s."""
+    """Throughput of a BERT-layer-shaped matrix product (4096 tokens x 384 @ 384 x 1536) in GFLOP/s."""
     import torch
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    a = torch.randn(4096, 384, dtype=dtype)
-    b = torch.randn(384, 1536, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * 4096 * 384 * 1536 * repeats / best / 1e9
+    from sftlab.runtime import matmul_gflops as measure
+
+    return measure({"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name], repeats=repeats)
 
 
 def _peak_rss_mb() -> float:
