@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sftlab.checkpoints import data_fingerprint
 from sftlab.config import load_config
 from sftlab.data import token_cache
 from sftlab.data.loading import load_tables
@@ -11,9 +12,22 @@ from sftlab.models import load_tokenizer, locate_model
 from sftlab.tasks import task_class
 
 
+def _encode(task, tokenizer, table, config):
+    """One split through the run's cache (the digest is the one a run computes for resume checks)."""
+    split = {"s": table}
+    return token_cache.encode_cached(task, tokenizer, split, config, data_fingerprint(split))["s"]
+
+
+def _path(config, table, tokenizer):
+    return token_cache.cache_path(
+        token_cache.settings_digest(config, tokenizer), data_fingerprint({"s": table})["s"]
+    )
+
+
 @pytest.fixture()
 def setup(tmp_path, monkeypatch):
-    monkeypatch.setattr(token_cache, "cache_path", lambda key: tmp_path / "tokenized" / f"{key}.json")
+    folder = tmp_path / "tokenized"
+    monkeypatch.setattr(token_cache, "cache_path", lambda settings, rows: folder / f"{settings}-{rows}.json")
     monkeypatch.setattr(token_cache, "MIN_SECONDS", 0.0)  # cache even this small slice
 
     def make(**data):
@@ -40,29 +54,29 @@ def test_second_run_reads_the_same_encoding_and_changes_miss(setup, monkeypatch)
         return original(self, tok, table)
 
     monkeypatch.setattr(type(task), "encode", counting)
-    first = token_cache.encode_cached(task, tokenizer, tables["train"], config)
+    first = _encode(task, tokenizer, tables["train"], config)
     assert calls == [200] and len(list(folder.iterdir())) == 1
-    again = token_cache.encode_cached(task, tokenizer, tables["train"], config)
+    again = _encode(task, tokenizer, tables["train"], config)
     assert again == first and calls == [200]  # read back, not tokenized again
 
     # other settings, other rows: new keys, tokenized afresh
     shorter, *_ = make(max_length=16)
-    token_cache.encode_cached(task, tokenizer, tables["train"], shorter)
+    _encode(task, tokenizer, tables["train"], shorter)
     assert len(calls) == 2 and len(list(folder.iterdir())) == 2
-    token_cache.encode_cached(task, tokenizer, tables["validation"], config)
+    _encode(task, tokenizer, tables["validation"], config)
     assert len(calls) == 3 and len(list(folder.iterdir())) == 3
 
     # a damaged file is re-made, not trusted
-    path = token_cache.cache_path(token_cache.cache_key(config, tables["train"].rows, tokenizer))
+    path = _path(config, tables["train"], tokenizer)
     path.write_text("{not json", encoding="utf-8")
-    assert token_cache.encode_cached(task, tokenizer, tables["train"], config) == first
+    assert _encode(task, tokenizer, tables["train"], config) == first
     assert len(calls) == 4 and path.read_text(encoding="utf-8").startswith("[")
 
 
 def test_off_switch_and_encodings_json_would_change_are_not_cached(setup):
     make, folder = setup
     config, tables, task, tokenizer = make(cache_tokenized=False)
-    token_cache.encode_cached(task, tokenizer, tables["train"], config)
+    _encode(task, tokenizer, tables["train"], config)
     assert not folder.exists()
     token_cache.store(folder / "x.json", [{"offsets": (0, 3)}])  # a tuple would come back a list
     assert not (folder / "x.json").exists()

@@ -48,27 +48,36 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def cache_key(config: Any, rows: list[dict[str, Any]], tokenizer: Any) -> str:
+def settings_digest(config: Any, tokenizer: Any) -> str:
+    """The part of the key shared by every split of a run: the settings and the tokenizer."""
     settings = {key: value for key, value in config.to_yaml_dict().items() if key not in TRAINING_ONLY}
-    payload = json.dumps(
-        {"format": FORMAT, "settings": settings, "rows": rows, "tokenizer": tokenizer_fingerprint(tokenizer)},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    payload = json.dumps({"format": FORMAT, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(f"{payload}\n{tokenizer_fingerprint(tokenizer)}".encode()).hexdigest()
 
 
-def cache_path(key: str) -> Path:
+def cache_path(settings: str, rows: str) -> Path:
+    """The file for one split: `settings` from `settings_digest`, `rows` the split's digest from
+    `checkpoints.data_fingerprint` (which a run computes anyway)."""
     from sftlab.catalog.fetch import cache_dir
 
-    return cache_dir() / "tokenized" / f"{key}.json"
+    return cache_dir() / "tokenized" / f"{hashlib.sha256(f'{settings}:{rows}'.encode()).hexdigest()}.json"
 
 
-def encode_cached(task: Any, tokenizer: Any, table: Any, config: Any) -> list[dict[str, Any]]:
-    """`task.encode(tokenizer, table)`, read from the cache when this exact encoding was made before."""
+def encode_cached(
+    task: Any, tokenizer: Any, tables: dict[str, Any], config: Any, row_digests: dict[str, str]
+) -> dict[str, list[dict[str, Any]]]:
+    """`task.encode(tokenizer, table)` for each split, read from the cache when this exact encoding was made
+    before. `row_digests`: each split's digest from `checkpoints.data_fingerprint`."""
     if not config.data.cache_tokenized:
-        return task.encode(tokenizer, table)
-    path = cache_path(cache_key(config, table.rows, tokenizer))
+        return {split: task.encode(tokenizer, table) for split, table in tables.items()}
+    settings = settings_digest(config, tokenizer)
+    return {
+        split: _encode_split(task, tokenizer, table, cache_path(settings, row_digests[split]))
+        for split, table in tables.items()
+    }
+
+
+def _encode_split(task: Any, tokenizer: Any, table: Any, path: Path) -> list[dict[str, Any]]:
     if path.exists():
         try:
             return json.loads(path.read_text(encoding="utf-8"))

@@ -73,7 +73,7 @@ def finetune(
     task = task_class(config.task).from_config(config, tables)
     location = locate_model(config.model)
     tokenizer = load_tokenizer(location, config.model, config.trust_remote_code)
-    encoded = {split: encode_cached(task, tokenizer, table, config) for split, table in tables.items()}
+    encoded = encode_cached(task, tokenizer, tables, config, fingerprint)
     if len(tables["validation"]) == 0:
         raise SftlabError(
             f"{tables['train'].path}: too few rows to hold out a validation split; set data.validation"

@@ -3,9 +3,11 @@ same freezing, optimizer and schedule as `finetune` (sftlab.recipes.components) 
 
 from __future__ import annotations
 
+from sftlab.checkpoints import data_fingerprint
 from sftlab.config import Config
 from sftlab.data.batching import plan_steps
 from sftlab.data.loading import load_tables
+from sftlab.data.token_cache import encode_cached
 from sftlab.freezing import count_parameters
 from sftlab.models import load_tokenizer, locate_model, quiet_transformers
 from sftlab.optim.schedules import warmup_steps_for
@@ -27,7 +29,9 @@ def describe_plan(config: Config) -> str:
     lengths = [1] * len(tables["train"])
     if train.batch_tokens is not None:
         tokenizer = load_tokenizer(locate_model(config.model), config.model, config.trust_remote_code)
-        lengths = [len(example["input_ids"]) for example in task.encode(tokenizer, tables["train"])]
+        train_only = {"train": tables["train"]}
+        encoded = encode_cached(task, tokenizer, train_only, config, data_fingerprint(train_only))["train"]
+        lengths = [len(example["input_ids"]) for example in encoded]
     steps_per_epoch = len(
         plan_steps(lengths, train.batch_size, train.gradient_accumulation_steps, train.micro_batch_size,
                    False, train.seed, epoch=0, batch_tokens=train.batch_tokens)
