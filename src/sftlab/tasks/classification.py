@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sftlab.data.batching import inference_batches
+from sftlab.data.batching import inference_batches, padded_length
 from sftlab.data.readers import Table, require_columns, require_texts
 from sftlab.errors import SftlabError
 from sftlab.evaluation.metrics import classification_metrics, multilabel_metrics
@@ -331,17 +331,10 @@ class ClassificationTask:
         return f"accuracy {metrics['accuracy']:.4f}, f1_macro {metrics['f1_macro']:.4f}"
 
 
-PAD_MULTIPLE = 8
-"""Batches are padded to a multiple of this many tokens. With 33 distinct lengths (TREC) the CPU matmul
-library compiles and keeps a kernel for every shape, and its cache grew a MiniLM run's memory by ~90 MB
-(1,143 -> 1,050 MB peak); multiples of 8 leave ~5 shapes, cost ~5% speed there, and suit GPU tensor cores."""
-
-
 def pad_batch(examples: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest example in the batch, rounded up to `PAD_MULTIPLE` (dynamic padding), and build
-    the attention mask."""
-    longest = max(len(example["input_ids"]) for example in examples)
-    longest = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+    """Pad to the longest example in the batch, rounded up to `batching.PAD_MULTIPLE` (dynamic padding), and
+    build the attention mask."""
+    longest = padded_length(max(len(example["input_ids"]) for example in examples))
     input_ids = torch.full((len(examples), longest), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
     token_types = (
