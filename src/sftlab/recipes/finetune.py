@@ -127,7 +127,7 @@ def finetune(
         state = {
             "step": step, "epoch": epoch, "stopped": stop, "loss_total": loss_total, "loss_terms": loss_terms,
             "examples_seen": examples_seen, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-            "history": history, "best": {k: v for k, v in best.items() if k not in ("state", "current")},
+            "history": history, "best": {k: v for k, v in best.items() if k != "state"},
             "evaluations_since_best": evaluations_since_best, "nonfinite_skipped": nonfinite_skipped,
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             "schedule": schedule.state_dict() if hasattr(schedule, "state_dict") else None,
@@ -262,10 +262,10 @@ def finetune(
             # itself); all processes agree, so they skip or stop together.
             fault = nonfinite_fault(step_loss, grad_norm, accelerator)
             if fault is None:
-                if best.get("current"):  # the best model is about to change: keep a copy first
+                # A best model without a copy is the current weights, which are about to change: copy them.
+                if best["value"] is not None and best["state"] is None:
                     state = accelerator.unwrap_model(model).state_dict()
                     best["state"] = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-                    best["current"] = False
                 optimizer.step()
                 loss_total += step_loss
                 loss_terms += step_loss_terms
@@ -314,7 +314,7 @@ def finetune(
             if improved:
                 # The best model is the current one: copied only if another update follows (see above), so
                 # a run whose last evaluation is its best never holds a second copy of the weights.
-                best = {"value": value, "step": step, "epoch": epoch + 1, "state": None, "current": True}
+                best = {"value": value, "step": step, "epoch": epoch + 1, "state": None}
                 evaluations_since_best = 0
             else:
                 evaluations_since_best += 1
@@ -344,7 +344,7 @@ def finetune(
     optimizer.state.clear()
 
     # --- final evaluation of the best model, then save
-    if best["state"] is not None and not best.get("current"):
+    if best["state"] is not None:
         accelerator.unwrap_model(model).load_state_dict(best["state"])
     report_split = "test" if "test" in encoded else "validation"
     final = evaluate(report_split)
