@@ -14,6 +14,7 @@ fast), and they are swapped back afterwards; evaluation never drops anything.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,9 +40,7 @@ class _MaskedScale(torch.autograd.Function):
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
     """A boolean keep-mask (each element kept with probability 1 - p, to within 1/65536) and the scale that
     makes the expectation exact."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
     dropped_levels = round(p * LEVELS)
     keep = words.view(torch.int16)[:count].view(shape) >= dropped_levels - LEVELS // 2

@@ -63,12 +63,16 @@ class _FirstTokenBlock(nn.Module):
 
         attention = self.block.attention
         self_attention = attention.self
-        batch, length, _ = hidden_states.shape
-        heads_shape = (batch, -1, self_attention.attention_head_size)
+        batch = hidden_states.shape[0]
         first = hidden_states[:, :1]
-        query = self_attention.query(first).view(batch, 1, *heads_shape[1:]).transpose(1, 2)
-        key = self_attention.key(hidden_states).view(batch, length, *heads_shape[1:]).transpose(1, 2)
-        value = self_attention.value(hidden_states).view(batch, length, *heads_shape[1:]).transpose(1, 2)
+
+        def heads(projected: torch.Tensor) -> torch.Tensor:  # batch x heads x positions x head size
+            return projected.view(
+                batch, projected.shape[1], -1, self_attention.attention_head_size
+            ).transpose(1, 2)
+
+        query = heads(self_attention.query(first))
+        key, value = heads(self_attention.key(hidden_states)), heads(self_attention.value(hidden_states))
         mask = attention_mask
         if isinstance(mask, torch.Tensor) and mask.dim() == 4 and mask.shape[2] > 1:
             mask = mask[:, :, :1, :]  # the first query's row

@@ -22,7 +22,7 @@ def cpu_has_fast_bf16() -> bool:
     AMX tiles (Sapphire Rapids and later) always are. Other CPUs with AVX512-BF16 differ a lot: one Xeon
     here ran bf16 products only ~1.5x faster than fp32 (autocast's casts then made training slower,
     62 vs 86 samples/s), an AMD Zen 5 ran them 4.4x faster (268 vs 154 samples/s). So there the answer is
-    measured once per process: a BERT-layer-sized product in both precisions, about 50 ms.
+    measured once per process: a BERT-layer-sized product in both precisions, about 80 ms.
     """
     if torch.cpu._is_amx_tile_supported():
         return True
