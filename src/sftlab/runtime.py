@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import random
@@ -80,6 +79,18 @@ def wants_cuda(device: str) -> bool:
     return device != "cpu" and torch.cuda.is_available()
 
 
+def _glibc(function: str) -> Any:
+    """glibc's `function` through ctypes, or None (not Linux, or musl or another libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), function)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed blocks for reuse instead of returning them to the OS at once.
 
@@ -89,14 +100,8 @@ def keep_freed_memory() -> bool:
     then stays with the process (it is reused, so peak memory does not grow). Linux/glibc only; set
     SFTLAB_SYSTEM_MALLOC=1 to leave malloc as it is. Returns whether the setting took.
     """
-    if os.environ.get("SFTLAB_SYSTEM_MALLOC") or not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl or another libc
+    mallopt = None if os.environ.get("SFTLAB_SYSTEM_MALLOC") else _glibc("mallopt")
+    if mallopt is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
@@ -105,12 +110,9 @@ def keep_freed_memory() -> bool:
 def release_freed_memory() -> None:
     """Hand the memory that malloc keeps for reuse (see `keep_freed_memory`) back to the OS: called once
     training is over, so the final evaluations start from what is really in use."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    malloc_trim = _glibc("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 def make_accelerator(device: str, precision: str) -> tuple[Any, str]:
