@@ -182,3 +182,138 @@ def test_bf16_and_token_budget_runs_match_the_fp32_run_on_real_data(tmp_path):
     for name in ("bf16", "tokens"):
         assert runs["fp32"]["accuracy"] > 0.6
         assert abs(runs[name]["accuracy"] - runs["fp32"]["accuracy"]) <= 0.03, (name, runs[name]["accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("head", "attention"), [("sequence", "sdpa"), ("sequence", "eager"), ("token", "sdpa")]
+)
+def test_unpadded_encoder_gives_the_plain_models_logits_and_gradients(head, attention):
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
+
+    from sftlab.unpadded import ROW_MULTIPLE, supports_unpadded, unpadded_encoder
+
+    location = resolve_model("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    torch.manual_seed(0)
+    kind = AutoModelForSequenceClassification if head == "sequence" else AutoModelForTokenClassification
+    model = kind.from_pretrained(location, num_labels=6, attn_implementation=attention)
+    assert supports_unpadded(model)
+    rows = [json.loads(line) for line in fetch_dataset("trec6")["validation"].read_text().splitlines()[:12]]
+    batch = dict(
+        tokenizer([row["text"] for row in rows], padding=True, return_tensors="pt", pad_to_multiple_of=8)
+    )
+    mask = batch["attention_mask"]
+    assert mask.sum() % ROW_MULTIPLE and (1 - mask).sum() > 3 * len(rows)  # spare rows, and real padding
+    labels = torch.arange(len(rows)) % 6
+    if head == "token":
+        labels = torch.where(mask.bool(), torch.arange(mask.numel()).view(mask.shape) % 6, -100)
+    model.eval()  # no dropout: both passes must agree up to float rounding
+    results = {}
+    for name, context in (
+        ("plain", contextlib.nullcontext),
+        ("unpadded", lambda: unpadded_encoder(model, mask)),
+    ):
+        model.zero_grad()
+        with context():
+            logits = model(**batch).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 6), labels.reshape(-1), ignore_index=-100)
+        loss.backward()
+        real = logits if head == "sequence" else logits[mask.bool()]
+        results[name] = (real.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(results["unpadded"][0], results["plain"][0], rtol=1e-4, atol=1e-5)
+    plain_grads, ours = results["plain"][1], results["unpadded"][1]
+    assert set(ours) == set(plain_grads) and len(ours) > 100
+    for name, grad in plain_grads.items():
+        if name.endswith("key.bias"):  # softmax cancels a key bias: its gradient is rounding noise (~1e-10)
+            continue
+        torch.testing.assert_close(ours[name], grad, rtol=1e-3, atol=2e-6, msg=name)
+    assert type(model.bert.encoder).__name__ == "BertEncoder"  # restored
+
+
+def test_unpadded_encoder_runs_from_the_frozen_prefix_cache():
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sftlab.prefix_cache import compute_prefix, pad_prefix, run_from_prefix
+    from sftlab.unpadded import unpadded_encoder
+
+    location = resolve_model("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=6).eval()
+    rows = [json.loads(line) for line in fetch_dataset("trec6")["validation"].read_text().splitlines()[:10]]
+    examples = [dict(tokenizer(row["text"])) for row in rows]
+
+    def collate(items):
+        return dict(tokenizer.pad(items, return_tensors="pt"))
+
+    cached = compute_prefix(model, examples, 4, collate, 4, torch.device("cpu"), contextlib.nullcontext)
+    batch = collate(examples)
+    with torch.no_grad():
+        plain = model(**batch).logits
+        with (
+            run_from_prefix(model, 4, pad_prefix(cached, list(range(10)))),
+            unpadded_encoder(model, batch["attention_mask"]),
+        ):
+            ours = model(**batch).logits
+    torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "weight_decay"), [("adamw", 0.01), ("adamw", 0.0), ("adam", 0.0)])
+def test_used_embedding_rows_train_like_the_whole_table(minilm_batch, name, weight_decay):
+    from sftlab.embedding_rows import used_rows
+    from sftlab.optim.optimizers import OPTIMIZERS, parameter_groups
+
+    model, batch, labels = minilm_batch
+    results = {}
+    for mode in ("whole table", "used rows"):
+        m = copy.deepcopy(model).eval()  # no dropout: both runs see the same forward pass
+        layers = [("all", list(m.named_parameters()))]
+        rows = None
+        if mode == "used rows":
+            rows = used_rows(m, batch["input_ids"].tolist(), layers, name, weight_decay)
+            assert rows is not None and len(rows.used) < 200  # 16 questions use a few hundred of 30,522 rows
+            assert not m.bert.embeddings.word_embeddings.weight.requires_grad
+        optimizer = OPTIMIZERS[name](
+            parameter_groups(layers, {"all": 1e-3}, weight_decay), learning_rate=1e-3
+        )
+        for step in range(3):
+            optimizer.param_groups[0]["lr"] = optimizer.param_groups[1]["lr"] = 1e-3 * (1 - step / 3)
+            with rows.training() if rows is not None else contextlib.nullcontext():
+                loss = torch.nn.functional.cross_entropy(m(**batch).logits, labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if rows is not None:
+                rows.stepped(optimizer)
+        if rows is not None:
+            assert rows.rows.shape[0] == len(rows.used)  # the optimizer's state is used x hidden
+            assert all(state["exp_avg"].shape[0] != 30522 for state in optimizer.state.values())
+            rows.sync()
+        results[mode] = dict(m.named_parameters())
+    table = "bert.embeddings.word_embeddings.weight"
+    moved = results["used rows"][table] - model.bert.embeddings.word_embeddings.weight
+    assert int((moved.abs().sum(1) > 0).sum()) == (
+        30522 if weight_decay else len(batch["input_ids"].unique()) - 1
+    )
+    for key, expected in results["whole table"].items():
+        if key.endswith("key.bias"):  # softmax cancels a key bias: its gradient is rounding noise
+            continue
+        torch.testing.assert_close(results["used rows"][key], expected, rtol=1e-5, atol=1e-7, msg=key)
+    assert type(model.get_input_embeddings()) is torch.nn.Embedding  # restored
+
+
+def test_used_embedding_rows_decline_what_they_cannot_do_exactly(minilm_batch):
+    from sftlab.embedding_rows import used_rows
+
+    model, batch, _ = minilm_batch
+    ids = batch["input_ids"].tolist()
+    m = copy.deepcopy(model)
+    assert used_rows(m, ids, [("all", list(m.named_parameters()))], "adam", 0.01) is None  # L2 moves all rows
+    assert used_rows(m, ids, [("all", list(m.named_parameters()))], "sgd", 0.0) is None
+    assert used_rows(m, [list(range(30522))], [("all", list(m.named_parameters()))], "adamw", 0.0) is None
+    m.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # frozen embeddings
+    assert used_rows(m, ids, [("all", list(m.named_parameters()))], "adamw", 0.0) is None

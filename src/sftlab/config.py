@@ -136,6 +136,12 @@ class TrainConfig(_Section):
     first_token_top: bool = True
     """Classification heads that read only the first token ([CLS]) of BERT-style encoders: in training the
     top block computes that position only (exact; ~14% fewer matrix products on MiniLM)."""
+    unpad: bool = True
+    """BERT-style encoders for sequence or token classification: in training, every block's matrix
+    products run over the batch's real tokens only, not over padding (exact)."""
+    used_embedding_rows: bool = True
+    """With Adam/AdamW, the optimizer holds only the word-embedding rows the training data uses (the others
+    would get no update but AdamW's weight decay, which is applied as one factor): same result, less work."""
     fast_dropout: bool = True
     """On a CPU, dropout masks from 16-bit slices of 64-bit random draws (drop rate p to within 1/65536,
     exact expectation): a quarter of torch's generator calls."""

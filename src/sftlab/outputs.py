@@ -9,6 +9,7 @@ Nothing is created before every input has been checked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -37,7 +38,12 @@ def describe_write_error(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     # safetensors wraps the OS error: "Error while serializing: I/O error: ... (os error 28)"
     code = re.search(r"\(os error (\d+)\)", text)
-    return os.strerror(int(code.group(1))) if code else text[:200]
+    if code:
+        return os.strerror(int(code.group(1)))
+    # torch.save's zip writer reports a short write (a full disk) only as "unexpected pos N vs M".
+    if "unexpected pos" in text:
+        return f"{os.strerror(errno.ENOSPC)} (torch.save's writer stopped short)"
+    return text[:200]
 
 
 def is_finished(output_dir: Path) -> bool:

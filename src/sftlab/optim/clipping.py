@@ -30,6 +30,10 @@ def clip_gradients(model: torch.nn.Module, optimizer: Any, accelerator: Any, max
     before clipping (inf/nan when a gradient is not finite)."""
     inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
     if not can_fold(inner, accelerator):
+        # One process: the optimizer's parameters (they may include tensors that stand in for the model's,
+        # see embedding_rows); several: the model's, which FSDP and DDP know how to clip.
+        if accelerator.num_processes == 1:
+            return accelerator.clip_grad_norm_([p for g in inner.param_groups for p in g["params"]], max_norm)
         return accelerator.clip_grad_norm_(model.parameters(), max_norm)
     grads = [p.grad for group in inner.param_groups for p in group["params"] if p.grad is not None]
     if not grads:

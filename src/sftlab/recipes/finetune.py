@@ -32,6 +32,7 @@ from sftlab.config import Config, save_config
 from sftlab.data.batching import plan_steps
 from sftlab.data.loading import load_tables
 from sftlab.data.token_cache import encode_cached
+from sftlab.embedding_rows import used_rows
 from sftlab.errors import SftlabError
 from sftlab.fast_dropout import use_fast_dropout
 from sftlab.first_token import first_token_top, supports_first_token_top
@@ -43,6 +44,7 @@ from sftlab.prefix_cache import compute_prefix, frozen_prefix_depth, pad_prefix,
 from sftlab.recipes.components import make_optimizer, make_schedule, metric_value, trainable_layers
 from sftlab.runtime import make_accelerator, release_freed_memory, set_seed
 from sftlab.tasks import task_class
+from sftlab.unpadded import supports_unpadded, unpadded_encoder
 
 
 @dataclass
@@ -87,6 +89,13 @@ def finetune(
     # Frozen-for-good parameters stay out of the optimizer; gradually unfrozen ones are in it from the start
     # (requires_grad toggles them: the optimizer skips a parameter without a gradient).
     trainable = trainable_layers(model, config)
+    trainable_at_start, total_params = count_parameters(model)
+    trained_params = sum(p.numel() for _, parameters in trainable.layers for _, p in parameters)
+    # The word-embedding rows the training data never uses would not move: the optimizer holds only the used.
+    rows = None
+    if train_cfg.used_embedding_rows and not trainable.stages and accelerator.num_processes == 1:
+        rows = used_rows(model, (example["input_ids"] for example in encoded["train"]), trainable.layers,
+                         config.optim.name, config.optim.weight_decay)  # fmt: skip
     optimizer = make_optimizer(trainable, config)
     unwrapped = model
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -106,8 +115,6 @@ def finetune(
     lower_is_better = metric_for_best == "loss"
     schedule = make_schedule(config, total_steps, steps_per_epoch, metric_for_best)
     plateau_metric = config.schedule.plateau_metric or metric_for_best
-    trainable_at_start, total_params = count_parameters(model)
-    trained_params = sum(p.numel() for _, parameters in trainable.layers for _, p in parameters)
     stage = 0
     splits = ", ".join(f"{split} {len(examples)}" for split, examples in encoded.items())
     log(
@@ -115,7 +122,13 @@ def finetune(
         f"trainable | {precision} on {accelerator.device} | {train_cfg.epochs} epochs x {steps_per_epoch} steps"
     )
 
+    def up_to_date() -> None:
+        # The full embedding table gets the trained rows before anything reads the model.
+        if rows is not None:
+            rows.sync()
+
     def evaluate(split: str) -> dict[str, Any]:
+        up_to_date()
         return task.evaluate(
             model, encoded[split], pad_id, train_cfg.eval_batch_size, accelerator.device, accelerator.autocast
         )
@@ -124,6 +137,7 @@ def finetune(
         # Everything the loop below needs to continue as if never stopped; the plan itself needs only `step`.
         if train_cfg.keep_last == 0:
             return
+        up_to_date()
         state = {
             "step": step, "epoch": epoch, "stopped": stop, "loss_total": loss_total, "loss_terms": loss_terms,
             "examples_seen": examples_seen, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
@@ -156,10 +170,17 @@ def finetune(
     first_token = (
         train_cfg.first_token_top and accelerator.num_processes == 1 and supports_first_token_top(unwrapped)
     )
+    # Encoders whose blocks can skip padding: matrix products over the real tokens only.
+    unpad = train_cfg.unpad and accelerator.num_processes == 1 and supports_unpadded(unwrapped)
     # CPU dropout with a quarter of the random draws (CUDA's own dropout is already fast).
     restore_dropout = None
     if train_cfg.fast_dropout and accelerator.device.type == "cpu":
         _, restore_dropout = use_fast_dropout(unwrapped)
+
+    def top_context(attention_mask: torch.Tensor) -> Any:
+        if unpad and bool(attention_mask[:, 0].all()):  # right padding: position 0 is real in every row
+            return unpadded_encoder(unwrapped, attention_mask)
+        return first_token_top(unwrapped) if first_token else contextlib.nullcontext()
 
     # --- start, or continue from a checkpoint: weights, optimizer, RNGs, counters, best model
     history: list[dict[str, Any]] = []
@@ -170,6 +191,8 @@ def finetune(
     stop = False
     if checkpoint is not None:
         best_state = restore_checkpoint(checkpoint, saved, accelerator, model, optimizer)
+        if rows is not None:  # the compact rows from the restored table
+            rows.reload()
         best = {**saved["best"], "state": best_state}
         history, stop = saved["history"], saved["stopped"]
         evaluations_since_best, nonfinite_skipped = (
@@ -247,7 +270,8 @@ def finetune(
                     contextlib.nullcontext() if last else accelerator.no_sync(model),
                     accelerator.autocast(),
                     from_prefix,
-                    first_token_top(unwrapped) if first_token else contextlib.nullcontext(),
+                    top_context(batch["attention_mask"]),
+                    rows.training() if rows is not None else contextlib.nullcontext(),
                 ):
                     loss_sum, terms = task.forward_loss(model, batch)
                 accelerator.backward(loss_sum * scale)
@@ -264,9 +288,12 @@ def finetune(
             if fault is None:
                 # A best model without a copy is the current weights, which are about to change: copy them.
                 if best["value"] is not None and best["state"] is None:
+                    up_to_date()
                     state = accelerator.unwrap_model(model).state_dict()
                     best["state"] = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
                 optimizer.step()
+                if rows is not None:
+                    rows.stepped(optimizer)
                 loss_total += step_loss
                 loss_terms += step_loss_terms
                 examples_seen += step_examples
@@ -337,6 +364,7 @@ def finetune(
             if stop:
                 break
     progress.close()
+    up_to_date()
     if restore_dropout is not None:
         restore_dropout()
     # Training is over: the optimizer's moments and the gradients are not needed for evaluating and saving.

@@ -1,0 +1,171 @@
+"""Training without padding inside the encoder: every block's matrix products run over the batch's real
+tokens only, laid end to end, instead of over a batch x longest-length grid.
+
+A batch of 32 TREC questions holds ~13 real tokens per question, but sftlab's length-grouped batches
+padded to a multiple of 8 tokens hold ~19 positions per question, so a third of each product was spent on
+padding. Here the embeddings' output is gathered into a `tokens x hidden` matrix of real tokens; each
+block's query/key/value projections, attention output, feed-forward and normalizations run on that matrix,
+and only the attention itself (whose cost is small at these lengths) sees the padded `batch x heads x
+length` layout, with the model's own mask. The token count is rounded up to a multiple of
+`ROW_MULTIPLE` with spare rows (their results are dropped), so the matrix library sees a few dozen shapes
+rather than hundreds.
+
+Exact: a real token's computation is the plain model's (tested up to float rounding, gradients
+included). For heads that read position 0 only (sequence classification), the top block computes that
+position only (as `first_token`); for token classification the padded positions come back as zeros,
+which the loss ignores (their labels are -100). Evaluation, prediction and the saved model always use the
+whole, unmodified model.
+
+Applies to single-process training of BERT-style encoders (BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA,
+MiniLM) with eager or SDPA attention, in batches whose position 0 is real (right padding); anything else
+runs the plain forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from sftlab.first_token import FIRST_TOKEN_HEADS
+
+ROW_MULTIPLE = 16
+"""The real-token count is rounded up to a multiple of this: ~2% spare rows on TREC batches of 32, and a
+few dozen matrix shapes over an epoch."""
+
+TOKEN_HEADS = {
+    "BertForTokenClassification",
+    "RobertaForTokenClassification",
+    "XLMRobertaForTokenClassification",
+    "CamembertForTokenClassification",
+    "ElectraForTokenClassification",
+}
+
+
+def supports_unpadded(model: nn.Module) -> bool:
+    """Whether `unpadded_encoder` knows this model's layout."""
+    if type(model).__name__ not in FIRST_TOKEN_HEADS | TOKEN_HEADS:
+        return False
+    base = model.base_model
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or not len(layers) or not hasattr(base, "embeddings"):
+        return False
+    if getattr(model.config, "_attn_implementation", None) not in ("eager", "sdpa"):
+        return False
+    if getattr(model.config, "is_decoder", False) or getattr(model.config, "add_cross_attention", False):
+        return False
+    if getattr(model.config, "chunk_size_feed_forward", 0):
+        return False
+    for layer in layers:
+        attention = getattr(layer, "attention", None)
+        self_attention = getattr(attention, "self", None)
+        if not (
+            all(hasattr(self_attention, name) for name in ("query", "key", "value", "scaling", "dropout"))
+            and hasattr(attention, "output")
+            and hasattr(layer, "intermediate")
+            and hasattr(layer, "output")
+        ):
+            return False
+    return True
+
+
+class _Layout:
+    """Where each real token of a right-padded batch sits: `rows` (its position in the batch x length
+    grid, then spare rows), `grid` (for each grid position, its row; padding points at row 0, which the
+    mask hides) and `firsts` (the row of each sequence's position 0)."""
+
+    def __init__(self, attention_mask: torch.Tensor) -> None:
+        batch, length = attention_mask.shape
+        real = attention_mask.reshape(-1).nonzero().squeeze(1)
+        count = real.numel()
+        spare = -count % ROW_MULTIPLE
+        self.batch, self.length, self.count = batch, length, count
+        self.rows = torch.cat([real, real.new_zeros(spare)]) if spare else real
+        grid = torch.zeros(batch * length, dtype=torch.long, device=attention_mask.device)
+        grid[real] = torch.arange(count, device=attention_mask.device)
+        self.grid = grid
+        self.firsts = grid.view(batch, length)[:, 0]
+        self.real = real
+
+
+def _attend(
+    layer: nn.Module, queries: torch.Tensor, states: torch.Tensor, layout: _Layout, mask: Any
+) -> torch.Tensor:
+    """The block's self-attention with output projection, residual and normalization, for the rows
+    `queries` (all real tokens, or the first ones); keys and values come from all rows of `states`."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import eager_attention_forward
+
+    attention = layer.attention
+    self_attention = attention.self
+    size = self_attention.attention_head_size
+    batch, length = layout.batch, layout.length
+
+    def grid(projected: torch.Tensor) -> torch.Tensor:  # rows -> batch x heads x length x head size
+        return projected.index_select(0, layout.grid).view(batch, length, -1, size).transpose(1, 2)
+
+    key, value = grid(self_attention.key(states)), grid(self_attention.value(states))
+    if queries is states:
+        query, query_mask = grid(self_attention.query(states)), mask
+    else:  # the first position of each sequence only
+        query = self_attention.query(queries).view(batch, 1, -1, size).transpose(1, 2)
+        query_mask = mask[:, :, :1, :] if isinstance(mask, torch.Tensor) and mask.dim() == 4 else mask
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+        self_attention.config._attn_implementation, eager_attention_forward
+    )
+    context, _ = interface(
+        self_attention, query, key, value, query_mask,
+        dropout=self_attention.dropout.p if self_attention.training else 0.0, scaling=self_attention.scaling,
+    )  # fmt: skip
+    context = context.reshape(-1, context.shape[-2] * size)  # (batch x positions) x hidden
+    if queries is states:  # back to rows: the real tokens, then spare rows
+        context = context.index_select(0, layout.rows)
+    return attention.output(context, queries)
+
+
+class _UnpaddedEncoder(nn.Module):
+    """Stands in for the base model's encoder: runs its blocks (read at call time, so it composes with the
+    frozen-prefix cache) over the real tokens only."""
+
+    def __init__(self, encoder: nn.Module, layout: _Layout, first_token: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.layout = layout
+        self.first_token = first_token
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Any = None, **kwargs: Any) -> Any:
+        from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions as BaseModelOutput
+
+        layout = self.layout
+        layers = list(self.encoder.layer)
+        states = hidden_states.reshape(-1, hidden_states.shape[-1]).index_select(0, layout.rows)
+        for depth, layer in enumerate(layers):
+            if self.first_token and depth == len(layers) - 1:
+                first = _attend(layer, states.index_select(0, layout.firsts), states, layout, attention_mask)
+                return BaseModelOutput(last_hidden_state=layer.feed_forward_chunk(first).unsqueeze(1))
+            attended = _attend(layer, states, states, layout, attention_mask)
+            states = layer.output(layer.intermediate(attended), attended)
+        # Every position back on the grid; padding as zeros (its labels are ignored by the loss).
+        out = states.new_zeros(layout.batch * layout.length, states.shape[-1])
+        out = out.index_copy(0, layout.real, states[: layout.count])
+        return BaseModelOutput(last_hidden_state=out.view(layout.batch, layout.length, -1))
+
+
+@contextlib.contextmanager
+def unpadded_encoder(model: nn.Module, attention_mask: torch.Tensor) -> Iterator[None]:
+    """Inside, the model's encoder computes the real tokens of a batch with this `attention_mask` only;
+    outside, the model is untouched. Use on models for which `supports_unpadded` holds."""
+    base = model.base_model
+    encoder = base.encoder
+    if not len(encoder.layer):  # every block came from the frozen-prefix cache
+        yield
+        return
+    first_token = type(model).__name__ in FIRST_TOKEN_HEADS
+    base.encoder = _UnpaddedEncoder(encoder, _Layout(attention_mask), first_token)
+    try:
+        yield
+    finally:
+        base.encoder = encoder
