@@ -334,3 +334,37 @@ def test_row_counts_round_up_to_few_sizes():
     assert all(padded_rows(count) >= count and padded_rows(count) % 16 == 0 for count in range(1, 2049))
     assert all(padded_rows(count) <= count * 1.125 for count in range(128, 2049))  # at most 12.5% spare
     assert len(sizes) == 8 + 8 * 4  # 16..128 in steps of 16, then 8 sizes per doubling up to 2,048
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_unpadded_training_attention_with_fast_dropout(attention):
+    """In CPU training the unpadded blocks compute attention themselves, with FastDropout on the
+    probabilities. At p=0 that is the plain model's computation; at p>0 the probabilities are dropped."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sftlab.fast_dropout import FastDropout, fast_dropout
+    from sftlab.unpadded import unpadded_encoder
+
+    location = resolve_model("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        location, num_labels=6, attn_implementation=attention
+    )
+    rows = [json.loads(line) for line in fetch_dataset("trec6")["validation"].read_text().splitlines()[:12]]
+    batch = dict(tokenizer([row["text"] for row in rows], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        plain = model.eval()(**batch).logits
+    model.train()
+    with fast_dropout(model), torch.no_grad():
+        dropouts = [module for module in model.modules() if isinstance(module, FastDropout)]
+        assert len(dropouts) > 12
+        for module in dropouts:
+            module.p = 0.0
+        with unpadded_encoder(model, batch["attention_mask"]):
+            exact = model(**batch).logits
+        model.bert.encoder.layer[0].attention.self.dropout.p = 0.5  # one block's attention dropout only
+        with unpadded_encoder(model, batch["attention_mask"]):
+            dropped = model(**batch).logits
+    torch.testing.assert_close(exact, plain, rtol=1e-4, atol=1e-5)
+    assert (dropped - plain).abs().max() > 1e-3

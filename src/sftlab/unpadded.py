@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sftlab.fast_dropout import FastDropout
 from sftlab.first_token import FIRST_TOKEN_HEADS
 
 ROW_MULTIPLE = 16
@@ -121,6 +122,9 @@ def _attend(
     else:  # the first position of each sequence only
         query = self_attention.query(queries).view(batch, 1, -1, size).transpose(1, 2)
         query_mask = mask[:, :, :1, :] if isinstance(mask, torch.Tensor) and mask.dim() == 4 else mask
+    if self_attention.training and isinstance(self_attention.dropout, FastDropout):
+        context = _attention(self_attention.dropout, query, key, value, query_mask, self_attention.scaling)
+        return _merge(attention, context, queries, states, layout, size)
     interface = ALL_ATTENTION_FUNCTIONS.get_interface(
         self_attention.config._attn_implementation, eager_attention_forward
     )
@@ -128,10 +132,39 @@ def _attend(
         self_attention, query, key, value, query_mask,
         dropout=self_attention.dropout.p if self_attention.training else 0.0, scaling=self_attention.scaling,
     )  # fmt: skip
+    return _merge(attention, context, queries, states, layout, size)
+
+
+def _merge(
+    attention: nn.Module,
+    context: torch.Tensor,
+    queries: torch.Tensor,
+    states: torch.Tensor,
+    layout: _Layout,
+    size: int,
+) -> torch.Tensor:
+    """batch x positions x heads x head size -> rows, then the output projection, residual and norm."""
     context = context.reshape(-1, context.shape[-2] * size)  # (batch x positions) x hidden
     if queries is states:  # back to rows: the real tokens, then spare rows
         context = context.index_select(0, layout.rows)
     return attention.output(context, queries)
+
+
+def _attention(
+    dropout: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: Any, scaling: float
+) -> torch.Tensor:
+    """transformers' eager attention, but with the block's own dropout module on the probabilities: in CPU
+    training that is FastDropout, where SDPA's built-in dropout draws a random number per probability
+    with torch's slower Bernoulli sampler (~4 ms of an ~82 ms MiniLM step)."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if isinstance(mask, torch.Tensor):  # SDPA's masks are boolean (True: attend), eager's additive
+        scores = (
+            scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            if mask.dtype == torch.bool
+            else scores + mask
+        )
+    probabilities = dropout(nn.functional.softmax(scores, dim=-1))
+    return torch.matmul(probabilities, value).transpose(1, 2)  # batch x positions x heads x head size
 
 
 class _UnpaddedEncoder(nn.Module):
