@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 
 import pytest
 import torch
@@ -368,3 +369,14 @@ def test_unpadded_training_attention_with_fast_dropout(attention):
             dropped = model(**batch).logits
     torch.testing.assert_close(exact, plain, rtol=1e-4, atol=1e-5)
     assert (dropped - plain).abs().max() > 1e-3
+
+
+def test_kernel_cache_limit_is_a_default_the_user_can_override(monkeypatch):
+    from sftlab.runtime import KERNEL_CACHE, limit_kernel_cache
+
+    monkeypatch.delenv("LRU_CACHE_CAPACITY", raising=False)
+    limit_kernel_cache()
+    assert os.environ["LRU_CACHE_CAPACITY"] == str(KERNEL_CACHE)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "512")
+    limit_kernel_cache()
+    assert os.environ["LRU_CACHE_CAPACITY"] == "512"
