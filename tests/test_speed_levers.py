@@ -380,3 +380,32 @@ def test_kernel_cache_limit_is_a_default_the_user_can_override(monkeypatch):
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "512")
     limit_kernel_cache()
     assert os.environ["LRU_CACHE_CAPACITY"] == "512"
+
+
+@pytest.mark.parametrize("architecture", ["Bert", "Roberta", "XLMRoberta", "Camembert", "Electra"])
+def test_unpadded_encoder_knows_each_listed_architecture(architecture):
+    """Every architecture the lever claims gives its plain logits unpadded (small random models: only the
+    layout is under test here; MiniLM above checks a real checkpoint and the gradients)."""
+    import transformers
+
+    config = getattr(transformers, f"{architecture}Config")(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, num_labels=3, pad_token_id=1,
+    )  # fmt: skip
+    from sftlab.unpadded import supports_unpadded, unpadded_encoder
+
+    for head in ("ForSequenceClassification", "ForTokenClassification"):
+        torch.manual_seed(0)
+        model = getattr(transformers, f"{architecture}{head}")(config).eval()
+        assert supports_unpadded(model)
+        ids = torch.randint(3, 100, (4, 9))
+        mask = torch.ones_like(ids)
+        mask[1, 5:] = mask[2, 2:] = 0
+        ids[mask == 0] = 1
+        with torch.no_grad():
+            plain = model(input_ids=ids, attention_mask=mask).logits
+            with unpadded_encoder(model, mask):
+                ours = model(input_ids=ids, attention_mask=mask).logits
+        if head == "ForTokenClassification":  # padded positions are not predictions
+            plain, ours = plain[mask.bool()], ours[mask.bool()]
+        torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
