@@ -444,8 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         worker = {"trainer": worker_trainer, "sftlab": worker_sftlab, "predict": worker_predict}[args.worker]
         print(json.dumps(worker(args)))
         return 0
-    defaults = {"train_samples": 4360, "eval_samples": 546, "predict_samples": 2000, "repeats": 2} if args.quick else {
-        "train_samples": 4360, "eval_samples": 546, "predict_samples": 5000, "repeats": 3}  # fmt: skip
+    defaults = {"train_samples": 4360, "eval_samples": 546, "predict_samples": 2000, "repeats": 3} if args.quick else {
+        "train_samples": 4360, "eval_samples": 546, "predict_samples": 5000, "repeats": 5}  # fmt: skip
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -186,7 +186,9 @@ class _UnpaddedEncoder(nn.Module):
         for depth, layer in enumerate(layers):
             if self.first_token and depth == len(layers) - 1:
                 first = _attend(layer, states.index_select(0, layout.firsts), states, layout, attention_mask)
-                return BaseModelOutput(last_hidden_state=layer.feed_forward_chunk(first).unsqueeze(1))
+                return BaseModelOutput(
+                    last_hidden_state=layer.output(layer.intermediate(first), first).unsqueeze(1)
+                )
             attended = _attend(layer, states, states, layout, attention_mask)
             states = layer.output(layer.intermediate(attended), attended)
         # Every position back on the grid; padding as zeros (its labels are ignored by the loss).
