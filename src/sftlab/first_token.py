@@ -48,6 +48,29 @@ def supports_first_token_top(model: nn.Module) -> bool:
     )
 
 
+def first_query_mask(mask: Any) -> Any:
+    """The attention mask's row for the first query alone (a 4-D mask); any other mask as it is."""
+    return mask[:, :, :1, :] if isinstance(mask, torch.Tensor) and mask.dim() == 4 else mask
+
+
+def model_attention(
+    self_attention: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: Any
+) -> torch.Tensor:
+    """The block's attention as the model computes it: its configured function (eager or SDPA), dropout
+    and scaling. batch x positions x heads x head size."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import eager_attention_forward
+
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+        self_attention.config._attn_implementation, eager_attention_forward
+    )
+    context, _ = interface(
+        self_attention, query, key, value, mask,
+        dropout=self_attention.dropout.p if self_attention.training else 0.0, scaling=self_attention.scaling,
+    )  # fmt: skip
+    return context
+
+
 class _FirstTokenBlock(nn.Module):
     """The top block (same parameters) computing its output for position 0 only: batch x 1 x hidden."""
 
@@ -58,9 +81,6 @@ class _FirstTokenBlock(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: Any = None, *args: Any, **kwargs: Any
     ) -> Any:
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-        from transformers.models.bert.modeling_bert import eager_attention_forward
-
         attention = self.block.attention
         self_attention = attention.self
         batch = hidden_states.shape[0]
@@ -73,16 +93,7 @@ class _FirstTokenBlock(nn.Module):
 
         query = heads(self_attention.query(first))
         key, value = heads(self_attention.key(hidden_states)), heads(self_attention.value(hidden_states))
-        mask = attention_mask
-        if isinstance(mask, torch.Tensor) and mask.dim() == 4 and mask.shape[2] > 1:
-            mask = mask[:, :, :1, :]  # the first query's row
-        interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self_attention.config._attn_implementation, eager_attention_forward
-        )
-        context, _ = interface(
-            self_attention, query, key, value, mask,
-            dropout=self_attention.dropout.p if self_attention.training else 0.0, scaling=self_attention.scaling,
-        )  # fmt: skip
+        context = model_attention(self_attention, query, key, value, first_query_mask(attention_mask))
         attended = attention.output(context.reshape(batch, 1, -1).contiguous(), first)
         return self.block.feed_forward_chunk(attended)
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from sftlab.fast_dropout import FastDropout
-from sftlab.first_token import FIRST_TOKEN_HEADS
+from sftlab.first_token import FIRST_TOKEN_HEADS, first_query_mask, model_attention
 
 ROW_MULTIPLE = 16
 """The smallest step the real-token count is rounded up by (see `padded_rows`)."""
@@ -105,9 +105,6 @@ def _attend(
 ) -> torch.Tensor:
     """The block's self-attention with output projection, residual and normalization, for the rows
     `queries` (all real tokens, or the first ones); keys and values come from all rows of `states`."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    from transformers.models.bert.modeling_bert import eager_attention_forward
-
     attention = layer.attention
     self_attention = attention.self
     size = self_attention.attention_head_size
@@ -121,29 +118,12 @@ def _attend(
         query, query_mask = grid(self_attention.query(states)), mask
     else:  # the first position of each sequence only
         query = self_attention.query(queries).view(batch, 1, -1, size).transpose(1, 2)
-        query_mask = mask[:, :, :1, :] if isinstance(mask, torch.Tensor) and mask.dim() == 4 else mask
+        query_mask = first_query_mask(mask)
     if self_attention.training and isinstance(self_attention.dropout, FastDropout):
         context = _attention(self_attention.dropout, query, key, value, query_mask, self_attention.scaling)
-        return _merge(attention, context, queries, states, layout, size)
-    interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-        self_attention.config._attn_implementation, eager_attention_forward
-    )
-    context, _ = interface(
-        self_attention, query, key, value, query_mask,
-        dropout=self_attention.dropout.p if self_attention.training else 0.0, scaling=self_attention.scaling,
-    )  # fmt: skip
-    return _merge(attention, context, queries, states, layout, size)
-
-
-def _merge(
-    attention: nn.Module,
-    context: torch.Tensor,
-    queries: torch.Tensor,
-    states: torch.Tensor,
-    layout: _Layout,
-    size: int,
-) -> torch.Tensor:
-    """batch x positions x heads x head size -> rows, then the output projection, residual and norm."""
+    else:
+        context = model_attention(self_attention, query, key, value, query_mask)
+    # batch x positions x heads x head size -> rows, then the output projection, residual and norm
     context = context.reshape(-1, context.shape[-2] * size)  # (batch x positions) x hidden
     if queries is states:  # back to rows: the real tokens, then spare rows
         context = context.index_select(0, layout.rows)
