@@ -68,7 +68,6 @@ class UsedRows:
             int(self.slots[padding]) if padding is not None and bool((used == padding).any()) else None
         )
         self.decay = 1.0  # product of AdamW's (1 - lr x weight_decay) since the last sync
-        self.dirty = False
         self.lookup = _UsedRowsLookup(self)
         self.weight.requires_grad_(False)  # the compact rows train in its place
 
@@ -76,33 +75,34 @@ class UsedRows:
     def training(self) -> Iterator[None]:
         """Inside, the model looks tokens up in the compact rows (and so trains them)."""
         self.model.set_input_embeddings(self.lookup)
-        self.dirty = True
         try:
             yield
         finally:
             self.model.set_input_embeddings(self.embedding)
 
     def stepped(self, optimizer: Any) -> None:
-        """After an optimizer step: note AdamW's decay of the rows it did not hold."""
+        """After `optimizer.step()`: note AdamW's decay of the rows it did not hold (unless fp16's scaler
+        skipped the step)."""
+        if getattr(optimizer, "step_was_skipped", False):
+            return
         for group in getattr(optimizer, "optimizer", optimizer).param_groups:
             if any(p is self.rows for p in group["params"]):
                 self.decay *= 1.0 - group["lr"] * group["weight_decay"]
 
     @torch.no_grad()
     def sync(self) -> None:
-        """Bring the full table up to date: the trained rows copied in, the others decayed."""
-        if not self.dirty and self.decay == 1.0:
-            return
+        """Bring the full table up to date: the trained rows copied in (a copy of used x hidden), the others
+        decayed."""
         if self.decay != 1.0:
             self.weight.mul_(self.decay)  # every row; the used ones are overwritten next
         self.weight.index_copy_(0, self.used, self.rows.detach())
-        self.decay, self.dirty = 1.0, False
+        self.decay = 1.0
 
     @torch.no_grad()
     def reload(self) -> None:
         """Take the rows from the full table again (after a checkpoint's weights were loaded into it)."""
         self.rows.copy_(self.weight.index_select(0, self.used))
-        self.decay, self.dirty = 1.0, False
+        self.decay = 1.0
 
 
 def used_rows(

@@ -292,9 +292,7 @@ def finetune(
                     state = accelerator.unwrap_model(model).state_dict()
                     best["state"] = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
                 optimizer.step()
-                if rows is not None and not getattr(
-                    optimizer, "step_was_skipped", False
-                ):  # fp16's scaler may skip
+                if rows is not None:
                     rows.stepped(optimizer)
                 loss_total += step_loss
                 loss_terms += step_loss_terms
