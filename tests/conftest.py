@@ -30,6 +30,16 @@ QUICK = [
 ]
 
 
+def trec_texts(split: str, count: int) -> list[str]:
+    """The first `count` questions of a split of sftlab's TREC-6 (real data, from its cache)."""
+    import json
+
+    from sftlab.catalog.datasets import fetch_dataset
+
+    lines = fetch_dataset("trec6")[split].read_text().splitlines()[:count]
+    return [json.loads(line)["text"] for line in lines]
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real `sftlab` command in a subprocess, as a user would."""
     return subprocess.run(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from sftlab.catalog.datasets import fetch_dataset
+from conftest import trec_texts
 from sftlab.catalog.models import resolve_model
 from sftlab.prefix_cache import compute_prefix, frozen_prefix_depth, pad_prefix, run_from_prefix
 from sftlab.tasks.classification import pad_batch
@@ -21,8 +19,7 @@ def setup():
     tokenizer = AutoTokenizer.from_pretrained(location)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=6)
-    rows = [json.loads(line) for line in fetch_dataset("trec6")["validation"].read_text().splitlines()[:24]]
-    encoded = tokenizer([row["text"] for row in rows], truncation=True, max_length=48)
+    encoded = tokenizer(trec_texts("validation", 24), truncation=True, max_length=48)
     examples = [
         {"input_ids": ids, "token_type_ids": types}
         for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"], strict=True)

@@ -5,30 +5,59 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 
 import pytest
 import torch
 
-from sftlab.catalog.datasets import fetch_dataset
+from conftest import trec_texts
 from sftlab.catalog.models import resolve_model
 from sftlab.optim.clipping import can_fold, clear_folded_clip, clip_gradients
 from sftlab.optim.optimizers import adamw
 from sftlab.runtime import keep_freed_memory, matmul_speed_ratio
 
 
-@pytest.fixture(scope="module")
-def minilm_batch():
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def _minilm(head: str = "sequence", **options):
+    """The real MiniLM with a fresh 6-label head (seed 0) for sequence or token classification, and its
+    tokenizer."""
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
     location = resolve_model("minilm")
-    tokenizer = AutoTokenizer.from_pretrained(location)
+    kind = AutoModelForSequenceClassification if head == "sequence" else AutoModelForTokenClassification
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=6)
-    rows = [json.loads(line) for line in fetch_dataset("trec6")["train"].read_text().splitlines()[:16]]
-    batch = tokenizer([row["text"] for row in rows], padding=True, return_tensors="pt")
-    labels = torch.tensor([index % 6 for index in range(len(rows))])
+    return kind.from_pretrained(location, num_labels=6, **options), AutoTokenizer.from_pretrained(location)
+
+
+def _logits_and_gradients(model, batch, loss_of, context=contextlib.nullcontext):
+    """One forward and backward pass inside `context()`: the logits that `loss_of(logits)` scores, and
+    every parameter's gradient."""
+    model.zero_grad()
+    with context():
+        logits = model(**batch).logits
+    loss, compared = loss_of(logits)
+    loss.backward()
+    return compared.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def _assert_same(ours, plain, skip=()):
+    """Logits within 1e-4 and each gradient within 1e-3 of the plain model's (names ending in `skip` aside)."""
+    torch.testing.assert_close(ours[0], plain[0], rtol=1e-4, atol=1e-5)
+    assert set(ours[1]) == set(plain[1]) and len(ours[1]) > 100
+    for name, grad in plain[1].items():
+        if not name.endswith(skip):
+            torch.testing.assert_close(ours[1][name], grad, rtol=1e-3, atol=2e-6, msg=name)
+
+
+@pytest.fixture(scope="module")
+def minilm_batch():
+    model, tokenizer = _minilm()
+    texts = trec_texts("train", 16)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    labels = torch.tensor([index % 6 for index in range(len(texts))])
     return model, dict(batch), labels
 
 
@@ -96,41 +125,22 @@ def test_bf16_probe_and_allocator_setting():
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_first_token_top_block_gives_the_plain_models_logits_and_gradients(attention):
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-    )
-
     from sftlab.first_token import first_token_top, supports_first_token_top
 
-    location = resolve_model("minilm")
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        location, num_labels=6, attn_implementation=attention
-    )
+    model, tokenizer = _minilm(attn_implementation=attention)
     assert supports_first_token_top(model)
-    assert not supports_first_token_top(
-        AutoModelForTokenClassification.from_pretrained(location, num_labels=3)
-    )
-    rows = [json.loads(line) for line in fetch_dataset("trec6")["validation"].read_text().splitlines()[:12]]
-    batch = dict(tokenizer([row["text"] for row in rows], padding=True, return_tensors="pt"))
+    assert not supports_first_token_top(_minilm("token")[0])
+    texts = trec_texts("validation", 12)
+    batch = dict(tokenizer(texts, padding=True, return_tensors="pt"))
     assert batch["attention_mask"].min() == 0  # padded rows: the mask matters
-    labels = torch.arange(len(rows)) % 6
+    labels = torch.arange(len(texts)) % 6
     model.eval()  # no dropout: both passes must agree up to float rounding
-    results = {}
-    for name, context in (("plain", contextlib.nullcontext), ("first token", lambda: first_token_top(model))):
-        model.zero_grad()
-        with context():
-            logits = model(**batch).logits
-        torch.nn.functional.cross_entropy(logits, labels).backward()
-        results[name] = (logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
-    torch.testing.assert_close(results["first token"][0], results["plain"][0], rtol=1e-4, atol=1e-5)
-    plain_grads, ours = results["plain"][1], results["first token"][1]
-    assert set(ours) == set(plain_grads) and len(ours) > 100
-    for name, grad in plain_grads.items():
-        torch.testing.assert_close(ours[name], grad, rtol=1e-3, atol=2e-6, msg=name)
+
+    def loss_of(logits):
+        return torch.nn.functional.cross_entropy(logits, labels), logits
+
+    plain = _logits_and_gradients(model, batch, loss_of)
+    _assert_same(_logits_and_gradients(model, batch, loss_of, lambda: first_token_top(model)), plain)
     assert type(model.bert.encoder.layer[-1]).__name__ == "BertLayer"  # restored
 
 
@@ -151,9 +161,7 @@ def test_fast_dropout_drops_at_rate_p_scales_exactly_and_follows_the_seed():
     assert torch.equal(layer(x), y)  # reproducible from torch's seed (and so resumable)
     assert torch.equal(layer.eval()(x), x)  # evaluation drops nothing
 
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=6)
+    model, _ = _minilm()
     with fast_dropout(model) as swapped:
         assert swapped == 6 * 3 + 2  # embeddings, 3 per block (attention probs, attention out, ffn out), head
         assert all(type(m) is not torch.nn.Dropout for m in model.modules())
@@ -195,66 +203,38 @@ def test_bf16_and_token_budget_runs_match_the_fp32_run_on_real_data(tmp_path):
     ("head", "attention"), [("sequence", "sdpa"), ("sequence", "eager"), ("token", "sdpa")]
 )
 def test_unpadded_encoder_gives_the_plain_models_logits_and_gradients(head, attention):
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-    )
-
     from sftlab.unpadded import padded_rows, supports_unpadded, unpadded_encoder
 
-    location = resolve_model("minilm")
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    torch.manual_seed(0)
-    kind = AutoModelForSequenceClassification if head == "sequence" else AutoModelForTokenClassification
-    model = kind.from_pretrained(location, num_labels=6, attn_implementation=attention)
+    model, tokenizer = _minilm(head, attn_implementation=attention)
     assert supports_unpadded(model)
-    rows = [json.loads(line) for line in fetch_dataset("trec6")["validation"].read_text().splitlines()[:12]]
-    batch = dict(
-        tokenizer([row["text"] for row in rows], padding=True, return_tensors="pt", pad_to_multiple_of=8)
-    )
+    texts = trec_texts("validation", 12)
+    batch = dict(tokenizer(texts, padding=True, return_tensors="pt", pad_to_multiple_of=8))
     mask = batch["attention_mask"]
-    assert padded_rows(int(mask.sum())) > mask.sum() and (1 - mask).sum() > 3 * len(
-        rows
-    )  # spare rows, and real padding
-    labels = torch.arange(len(rows)) % 6
+    assert padded_rows(int(mask.sum())) > mask.sum()  # spare rows
+    assert (1 - mask).sum() > 3 * len(texts)  # and real padding
+    labels = torch.arange(len(texts)) % 6
     if head == "token":
         labels = torch.where(mask.bool(), torch.arange(mask.numel()).view(mask.shape) % 6, -100)
     model.eval()  # no dropout: both passes must agree up to float rounding
-    results = {}
-    for name, context in (
-        ("plain", contextlib.nullcontext),
-        ("unpadded", lambda: unpadded_encoder(model, mask)),
-    ):
-        model.zero_grad()
-        with context():
-            logits = model(**batch).logits
+
+    def loss_of(logits):
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 6), labels.reshape(-1), ignore_index=-100)
-        loss.backward()
-        real = logits if head == "sequence" else logits[mask.bool()]
-        results[name] = (real.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
-    torch.testing.assert_close(results["unpadded"][0], results["plain"][0], rtol=1e-4, atol=1e-5)
-    plain_grads, ours = results["plain"][1], results["unpadded"][1]
-    assert set(ours) == set(plain_grads) and len(ours) > 100
-    for name, grad in plain_grads.items():
-        if name.endswith("key.bias"):  # softmax cancels a key bias: its gradient is rounding noise (~1e-10)
-            continue
-        torch.testing.assert_close(ours[name], grad, rtol=1e-3, atol=2e-6, msg=name)
+        return loss, logits if head == "sequence" else logits[mask.bool()]
+
+    plain = _logits_and_gradients(model, batch, loss_of)
+    ours = _logits_and_gradients(model, batch, loss_of, lambda: unpadded_encoder(model, mask))
+    # softmax cancels a key bias: its gradient is rounding noise (~1e-10)
+    _assert_same(ours, plain, skip=("key.bias",))
     assert type(model.bert.encoder).__name__ == "BertEncoder"  # restored
 
 
 def test_unpadded_encoder_runs_from_the_frozen_prefix_cache():
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from sftlab.prefix_cache import compute_prefix, pad_prefix, run_from_prefix
     from sftlab.unpadded import unpadded_encoder
 
-    location = resolve_model("minilm")
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=6).eval()
-    rows = [json.loads(line) for line in fetch_dataset("trec6")["validation"].read_text().splitlines()[:10]]
-    examples = [dict(tokenizer(row["text"])) for row in rows]
+    model, tokenizer = _minilm()
+    model.eval()
+    examples = [dict(tokenizer(text)) for text in trec_texts("validation", 10)]
 
     def collate(items):
         return dict(tokenizer.pad(items, return_tensors="pt"))
@@ -341,19 +321,11 @@ def test_row_counts_round_up_to_few_sizes():
 def test_unpadded_training_attention_with_fast_dropout(attention):
     """In CPU training the unpadded blocks compute attention themselves, with FastDropout on the
     probabilities. At p=0 that is the plain model's computation; at p>0 the probabilities are dropped."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from sftlab.fast_dropout import FastDropout, fast_dropout
     from sftlab.unpadded import unpadded_encoder
 
-    location = resolve_model("minilm")
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        location, num_labels=6, attn_implementation=attention
-    )
-    rows = [json.loads(line) for line in fetch_dataset("trec6")["validation"].read_text().splitlines()[:12]]
-    batch = dict(tokenizer([row["text"] for row in rows], padding=True, return_tensors="pt"))
+    model, tokenizer = _minilm(attn_implementation=attention)
+    batch = dict(tokenizer(trec_texts("validation", 12), padding=True, return_tensors="pt"))
     with torch.no_grad():
         plain = model.eval()(**batch).logits
     model.train()
