@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     select = commands.add_parser(
         "select", help="rank candidate pretrained models for a config's task and data, then confirm the best"
     )
-    select.add_argument("config", type=Path, help="YAML config file (task, data, train settings for confirm runs)")
+    select.add_argument(
+        "config", type=Path, help="YAML config file (task, data, train settings for confirm runs)"
+    )
     select.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     select.add_argument(
         "--models", default=None, metavar="A,B,C",
@@ -60,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--confirm", type=int, default=None, metavar="K",
         help="fine-tune the top K estimates to confirm the pick (default: select.confirm = 2; 0 skips)",
     )  # fmt: skip
-    select.add_argument("--overwrite", action="store_true", help="replace an existing selection in output_dir")
+    select.add_argument(
+        "--overwrite", action="store_true", help="replace an existing selection in output_dir"
+    )
     select.add_argument("--quiet", action="store_true", help="print only errors")
 
     plan = commands.add_parser("plan", help="show what a config will train, without training")

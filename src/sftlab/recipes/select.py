@@ -31,7 +31,7 @@ RESULT_FILES = ("selection.json", "selection.png", "best.yaml")
 class Candidate:
     model: str
     status: str = "pending"
-    """estimated | failed (estimates); confirm results are in `confirm`."""
+    """estimated | failed, or loadable (tasks without estimates); confirm results are in `confirm`."""
     error: str | None = None
     parameters: int | None = None
     hidden_size: int | None = None
@@ -121,8 +121,7 @@ def select(
         usable = [c for c in candidates if c.status == "estimated"]
         if not usable:
             raise SftlabError(
-                "select: every candidate failed: "
-                + "; ".join(f"{c.model}: {c.error}" for c in candidates)
+                "select: every candidate failed: " + "; ".join(f"{c.model}: {c.error}" for c in candidates)
             )
         key = {"logme": "logme", "hscore": "hscore", "probe": probe_key(config.task)}[settings.rank_by]
         order = sorted(usable, key=lambda c: -getattr(c, key))
@@ -131,7 +130,14 @@ def select(
     else:
         log(f"select: estimates cover classification and token classification; for {config.task} only the "
             f"confirm stage applies: each of the {len(names)} candidates is fine-tuned (successive halving)")  # fmt: skip
-        order = candidates
+        # Candidates that cannot even be found fail here, before anything is written.
+        for candidate in candidates:
+            check_loadable(candidate, config)
+        order = [c for c in candidates if c.status != "failed"]
+        if not order:
+            raise SftlabError(
+                "select: every candidate failed: " + "; ".join(f"{c.model}: {c.error}" for c in candidates)
+            )
         confirm = len(order)
 
     # --- the output dir exists only now that all input checked out and something was estimated
@@ -159,7 +165,9 @@ def select(
     finally:
         release_lock(config.output_dir)
     log(result.table)
-    log(f"\npick: {pick} (by {picked_by}); saved to {config.output_dir}/ (selection.json, selection.png, best.yaml)")
+    log(
+        f"\npick: {pick} (by {picked_by}); saved to {config.output_dir}/ (selection.json, selection.png, best.yaml)"
+    )
     log(f"train it: sftlab train {config.output_dir / 'best.yaml'}")
     return result
 
@@ -228,6 +236,17 @@ def estimate_candidate(candidate: Candidate, config: Config, task: Any, sample: 
             torch.cuda.empty_cache()
         release_freed_memory()
         candidate.seconds = round(time.perf_counter() - started, 3)
+
+
+def check_loadable(candidate: Candidate, config: Config) -> None:
+    """Mark a candidate failed when its name leads nowhere or its tokenizer does not load."""
+    from sftlab.models import load_tokenizer, locate_model
+
+    try:
+        load_tokenizer(locate_model(candidate.model), candidate.model, config.trust_remote_code)
+        candidate.status = "loadable"
+    except (SftlabError, OSError, ValueError) as error:
+        candidate.status, candidate.error = "failed", one_line(error)
 
 
 def load_encoder(name: str, config: Config) -> tuple[Any, Any]:
@@ -429,16 +448,28 @@ def bar_chart(result: SelectionResult, metric: str, estimated: bool) -> bytes:
     panels: list[tuple[str, list[tuple[str, float]]]] = []
     if estimated:
         probe = "probe_f1_macro" if result.task == "token_classification" else "probe_accuracy"
-        for title, key in (("LogME", "logme"), ("H-score (shrinkage)", "hscore"), (probe.replace("_", " "), probe)):
-            panels.append((title, [(c.model, getattr(c, key)) for c in ordered if getattr(c, key) is not None]))
+        for title, key in (
+            ("LogME", "logme"),
+            ("H-score (shrinkage)", "hscore"),
+            (probe.replace("_", " "), probe),
+        ):
+            panels.append(
+                (title, [(c.model, getattr(c, key)) for c in ordered if getattr(c, key) is not None])
+            )
     confirmed = [(c.model, c.confirm["value"]) for c in ordered if c.confirm and "value" in c.confirm]
     if confirmed:
         panels.append((f"fine-tuned validation {metric}", confirmed))
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 0.5 * len(ordered) + 1.6), squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(3.6 * len(panels), 0.5 * len(ordered) + 1.6), squeeze=False
+    )
     for axis, (title, bars) in zip(axes[0], panels, strict=True):
         labels = [name + (" *" if name == result.pick else "") for name, _ in bars]
         values = [value for _, value in bars]
-        axis.barh(labels[::-1], values[::-1], color=["#d62728" if n == result.pick else "#1f77b4" for n, _ in bars][::-1])
+        axis.barh(
+            labels[::-1],
+            values[::-1],
+            color=["#d62728" if n == result.pick else "#1f77b4" for n, _ in bars][::-1],
+        )
         axis.set_title(title, fontsize=10)
         axis.tick_params(labelsize=8)
         low, high = min(values + [0.0]), max(values + [0.0])
@@ -449,5 +480,3 @@ def bar_chart(result: SelectionResult, metric: str, estimated: bool) -> bytes:
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
     return buffer.getvalue()
-
-

@@ -71,10 +71,14 @@ def logme_column(
     return Evidence(float(evidence / n), float(alpha), float(beta), iterations)
 
 
-def logme(features: np.ndarray, labels: np.ndarray, max_iterations: int = 11, tolerance: float = 0.01) -> float:
+def logme(
+    features: np.ndarray, labels: np.ndarray, max_iterations: int = 11, tolerance: float = 0.01
+) -> float:
     """LogME of features for labels: integer class ids (one-hot columns) or a 0/1 matrix (multi-label)."""
     targets = label_columns(labels)
-    return float(np.mean([logme_column(features, column, max_iterations, tolerance).evidence for column in targets.T]))
+    return float(
+        np.mean([logme_column(features, column, max_iterations, tolerance).evidence for column in targets.T])
+    )
 
 
 def label_columns(labels: np.ndarray) -> np.ndarray:
@@ -139,9 +143,13 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed:
         model = make_pipeline(StandardScaler(), OneVsRestClassifier(classifier))
         splitter = KFold(n_splits=max(2, min(folds, len(labels))), shuffle=True, random_state=seed)
         predicted = cross_val_predict(model, features, labels, cv=splitter)
-        return ProbeScore(float((predicted == labels).mean()), float(f1_score(labels, predicted, average="macro")))
+        return ProbeScore(
+            float((predicted == labels).mean()), float(f1_score(labels, predicted, average="macro"))
+        )
     smallest = int(np.unique(labels, return_counts=True)[1].min())
     splitter = StratifiedKFold(n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=seed)
     model = make_pipeline(StandardScaler(), classifier)
     predicted = cross_val_predict(model, features, labels, cv=splitter)
-    return ProbeScore(float(accuracy_score(labels, predicted)), float(f1_score(labels, predicted, average="macro")))
+    return ProbeScore(
+        float(accuracy_score(labels, predicted)), float(f1_score(labels, predicted, average="macro"))
+    )

@@ -22,8 +22,8 @@ from sftlab.data.batching import inference_batches
 
 
 def stratified_sample(labels: list[Any], count: int, seed: int) -> list[int]:
-    """Up to `count` row indices with each label's share kept (largest remainders), at least one per label
-    when possible; in input order. Multi-label rows are stratified by their first label."""
+    """`count` row indices with each label's share kept (largest remainders) and at least one row per label
+    (which can add a few rows when there are many rare labels); in input order. Multi-label rows are stratified by their first label."""
     if count >= len(labels):
         return list(range(len(labels)))
     groups: dict[Any, list[int]] = defaultdict(list)
@@ -117,7 +117,10 @@ def embed(model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_s
     started = time.perf_counter()
     for batch_indices in inference_batches(lengths, batch_size):
         batch = pad_batch(
-            [{k: v for k, v in examples[i].items() if k in ("input_ids", "token_type_ids")} for i in batch_indices],
+            [
+                {k: v for k, v in examples[i].items() if k in ("input_ids", "token_type_ids")}
+                for i in batch_indices
+            ],
             pad_token_id,
         )
         batch = {key: value.to(device) for key, value in batch.items()}
