@@ -139,7 +139,7 @@ def test_select_other_tasks_say_only_confirm_applies(tmp_path: Path):
         (["--models", "minilm,minilm"], "names a candidate twice: minilm"),
         (["--confirm", "-1"], "--confirm: must be 0"),
         (["select.rank_by=bogus"], "select.rank_by"),
-        (["select.sample=10"], "did you mean 'samples'"),
+        (["select.sample=10"], "did you mean 'select.samples'"),
         (["--models", "./nope1,./nope2", "--confirm", "0"], "every candidate failed"),
     ],
 )

@@ -313,6 +313,9 @@ def confirm_candidates(chosen: list[Candidate], config: Config, metric: str, rat
     for position, candidate in enumerate(chosen, 1):
         output = config.output_dir / "confirm" / slug(candidate.model)
         run_config = config.model_copy(deep=True, update={"model": candidate.model, "output_dir": output})
+        # A confirm run is never resumed: no checkpoints (the best model is still kept in memory).
+        if run_config.train.save_every is None:
+            run_config.train.keep_last = 0
         log(f"confirm {position}/{len(chosen)}: fine-tuning {candidate.model} ({config.train.epochs} epochs, "
             f"validation {metric} at each evaluation)")  # fmt: skip
         values: list[float] = []
