@@ -35,7 +35,9 @@ def main(argv: list[str]) -> None:
     started = time.perf_counter()
     selection = select(config, models=names, overwrite=True)
     select_seconds = time.perf_counter() - started
-    metric = config.train.metric_for_best or ("entity_f1" if config.task == "token_classification" else "accuracy")
+    metric = config.train.metric_for_best or (
+        "entity_f1" if config.task == "token_classification" else "accuracy"
+    )
 
     truth: dict[str, dict] = {}
     for candidate in selection.candidates:
@@ -43,14 +45,28 @@ def main(argv: list[str]) -> None:
             continue
         confirm = candidate.confirm
         if confirm is not None and confirm["status"] == "finished":
-            truth[candidate.model] = {"value": confirm["value"], "seconds": confirm["seconds"], "reused": True}
+            truth[candidate.model] = {
+                "value": confirm["value"],
+                "seconds": confirm["seconds"],
+                "reused": True,
+            }
             continue
-        run = config.model_copy(deep=True, update={"model": candidate.model, "output_dir": Path(out) / "full" / slug(candidate.model)})
+        run = config.model_copy(
+            deep=True,
+            update={"model": candidate.model, "output_dir": Path(out) / "full" / slug(candidate.model)},
+        )
         run.train.keep_last = 0  # as in select's confirm runs
         began = time.perf_counter()
         result = finetune(run, overwrite=True, echo=False)
-        truth[candidate.model] = {"value": float(result.metrics["best_metric"]), "seconds": time.perf_counter() - began, "reused": False}
-        print(f"full fine-tune {candidate.model}: validation {metric} {truth[candidate.model]['value']:.4f}", flush=True)
+        truth[candidate.model] = {
+            "value": float(result.metrics["best_metric"]),
+            "seconds": time.perf_counter() - began,
+            "reused": False,
+        }
+        print(
+            f"full fine-tune {candidate.model}: validation {metric} {truth[candidate.model]['value']:.4f}",
+            flush=True,
+        )
 
     estimated = [c for c in selection.candidates if c.status == "estimated"]
     true_values = [truth[c.model]["value"] for c in estimated]
@@ -82,7 +98,12 @@ def main(argv: list[str]) -> None:
         ],
     }  # fmt: skip
     Path(out, "measure.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: record[k] for k in ("select_seconds", "fine_tune_all_seconds", "kendall_tau", "picks")}, indent=2))
+    print(
+        json.dumps(
+            {k: record[k] for k in ("select_seconds", "fine_tune_all_seconds", "kendall_tau", "picks")},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
