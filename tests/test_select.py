@@ -87,15 +87,34 @@ def test_best_yaml_trains(selection: Path):
     assert metrics["epochs"] == 1 and metrics["accuracy"] > 1 / 6
 
 
-def test_select_token_classification_from_python(tmp_path: Path):
-    from sftlab.config import load_config
-    from sftlab.recipes.select import select
+def test_select_token_classification_from_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import torch
 
+    from sftlab.config import load_config
+    from sftlab.recipes import select as select_module
+
+    real_load = select_module.load_encoder
+
+    def load_or_run_out_of_memory(name: str, config: object) -> object:
+        if name == "huge_model":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return real_load(name, config)
+
+    monkeypatch.setattr(select_module, "load_encoder", load_or_run_out_of_memory)
     config = load_config(
         REPO / "examples" / "conll_ner.yaml",
         ["data.max_length=40", "select.samples=80", "select.probe_folds=3", f"output_dir={tmp_path / 'ner'}"],
     )
-    result = select(config, models=["paraphrase_minilm_l3", "minilm"], confirm=0, echo=False)
+    result = select_module.select(
+        config, models=["paraphrase_minilm_l3", "huge_model", "minilm"], confirm=0, echo=False
+    )
+    huge = result.candidates[1]
+    assert (
+        huge.status == "failed"
+        and huge.error == "OutOfMemoryError: CUDA out of memory. Tried to allocate 80.00 GiB"
+    )
+    assert huge.rank is None and "failed: OutOfMemoryError" in result.table
+    result.candidates.remove(huge)
     assert {c.status for c in result.candidates} == {"estimated"}
     for candidate in result.candidates:
         # one feature row per word of the 80 sampled sentences that survived truncation

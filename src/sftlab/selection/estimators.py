@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,8 +129,18 @@ class ProbeScore:
 def linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> ProbeScore:
     """Cross-validated logistic regression on standardized features (scikit-learn), `folds` stratified folds.
 
-    Classes with fewer examples than folds keep the folds at their size (at least 2).
+    Fewer folds when the smallest class is smaller than `folds` (at least 2).
     """
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        # Rare tags (one word in the sample) and lbfgs stopping at max_iter are expected here, not news.
+        warnings.filterwarnings("ignore", message="The least populated class")
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        return _linear_probe(features, labels, folds, seed)
+
+
+def _linear_probe(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> ProbeScore:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
