@@ -130,7 +130,7 @@ def test_select_token_classification_from_python(tmp_path: Path, monkeypatch: py
 def test_select_other_tasks_say_only_confirm_applies(tmp_path: Path):
     result = run_cli(
         "select", str(REPO / "examples" / "disflqa.yaml"), "data.max_train_samples=24", "data.max_eval_samples=8",
-        "data.max_length=96", "train.epochs=1", "train.batch_size=8", f"output_dir={tmp_path / 'qa'}",
+        "data.max_length=96", "data.doc_stride=32", "train.epochs=1", "train.batch_size=8", f"output_dir={tmp_path / 'qa'}",
         "--models", "paraphrase_minilm_l3", "--quiet",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
