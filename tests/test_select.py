@@ -62,6 +62,11 @@ def test_select_ranks_reports_the_failure_and_confirms(selection: Path):
     # both were fine-tuned; the first always finishes, and the pick is the best finished validation metric
     assert all(c["confirm"] is not None for c in estimated)
     assert first["confirm"]["status"] == "finished" and first["confirm"]["evaluations"] == 2
+    # successive halving (rate 2): the second run stops at evaluation 1 exactly when it is behind the first
+    second = max(estimated, key=lambda c: c["rank"])
+    behind = second["confirm"]["history"][0] < first["confirm"]["history"][0]
+    assert (second["confirm"]["status"] == "stopped") == behind
+    assert second["confirm"]["evaluations"] == (1 if behind else 2)
     finished = [c for c in estimated if c["confirm"]["status"] == "finished"]
     best = max(finished, key=lambda c: c["confirm"]["value"])
     assert record["pick"] == best["model"] and record["picked_by"] == "confirm"

@@ -316,6 +316,7 @@ def confirm_candidates(chosen: list[Candidate], config: Config, metric: str, rat
     from sftlab.recipes.finetune import finetune
 
     halving = SuccessiveHalving(rate, lower_is_better=metric == "loss")
+    full_steps = 0
     for position, candidate in enumerate(chosen, 1):
         output = config.output_dir / "confirm" / slug(candidate.model)
         run_config = config.model_copy(deep=True, update={"model": candidate.model, "output_dir": output})
@@ -340,33 +341,23 @@ def confirm_candidates(chosen: list[Candidate], config: Config, metric: str, rat
 
         started = time.perf_counter()
         try:
-            result = run_with_stop(finetune, run_config, on_evaluation, log)
+            result = finetune(run_config, overwrite=False, echo=False, on_evaluation=on_evaluation)
         except (SftlabError, OSError, ValueError, RuntimeError, MemoryError) as error:
             candidate.confirm = {"status": "failed", "error": one_line(error), "metric": metric,
                                  "output_dir": str(output)}  # fmt: skip
             log(f"  {candidate.model}: confirm failed: {one_line(error)}")
             continue
+        # A stop at the run's last evaluation is no stop: it trained as long as the runs that finished.
+        full_steps = max(full_steps, int(result.metrics["steps"]))
+        stopped_early = bool(stopped) and int(result.metrics["steps"]) < full_steps
         candidate.confirm = {
-            "status": "stopped" if stopped else "finished", "metric": metric,
+            "status": "stopped" if stopped_early else "finished", "metric": metric,
             "value": float(result.metrics["best_metric"]), "evaluations": len(result.history),
             "history": [float(entry[metric]) for entry in result.history if metric in entry],
             "report_split": result.metrics.get("split"), "report_value": result.metrics.get(metric),
             "seconds": round(time.perf_counter() - started, 3),
             "train_seconds": result.metrics.get("train_runtime_s"), "output_dir": str(output),
         }  # fmt: skip
-
-
-def run_with_stop(finetune: Any, config: Config, on_evaluation: Any, log: Any) -> Any:
-    """finetune(config) with the stop callback. A training loop without `on_evaluation` (before the engine
-    refactor is merged) cannot stop a run: it runs in full and its evaluations are logged afterwards."""
-    import inspect
-
-    if "on_evaluation" in inspect.signature(finetune).parameters:
-        return finetune(config, overwrite=False, echo=False, on_evaluation=on_evaluation)
-    result = finetune(config, overwrite=False, echo=False)
-    for number, entry in enumerate(result.history, 1):
-        log(f"  {config.model} evaluation {number}: validation {entry}")
-    return result
 
 
 def slug(name: str) -> str:
