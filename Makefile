@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	$(BIN)/sftlab models fetch minilm
+	$(BIN)/sftlab models fetch paraphrase_minilm_l3
 	$(BIN)/sftlab datasets fetch trec6
 	$(BIN)/sftlab datasets fetch bible_en_es
 	touch $@

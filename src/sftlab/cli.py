@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   sftlab train examples/trec6.yaml train.epochs=2 output_dir=runs/quick --overwrite
   sftlab train examples/trec6.yaml --resume          # continue a killed run exactly
   sftlab plan examples/trec6.yaml freeze.bottom_layers=4
+  sftlab select examples/select_trec6.yaml --models minilm,paraphrase_minilm_l3 --confirm 2
   sftlab eval runs/trec6 --data my_labeled.csv
   sftlab predict runs/trec6 --input questions.txt --output predictions.jsonl
   sftlab datasets list
@@ -45,6 +46,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a killed run from the latest checkpoint in output_dir, or from PATH",
     )
     train.add_argument("--quiet", action="store_true", help="print only errors")
+
+    select = commands.add_parser(
+        "select", help="rank candidate pretrained models for a config's task and data, then confirm the best"
+    )
+    select.add_argument(
+        "config", type=Path, help="YAML config file (task, data, train settings for confirm runs)"
+    )
+    select.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    select.add_argument(
+        "--models", default=None, metavar="A,B,C",
+        help="candidate models, comma-separated (default: select.models, else every built-in encoder)",
+    )  # fmt: skip
+    select.add_argument(
+        "--confirm", type=int, default=None, metavar="K",
+        help="fine-tune the top K estimates to confirm the pick (default: select.confirm = 2; 0 skips)",
+    )  # fmt: skip
+    select.add_argument(
+        "--overwrite", action="store_true", help="replace an existing selection in output_dir"
+    )
+    select.add_argument("--quiet", action="store_true", help="print only errors")
 
     plan = commands.add_parser("plan", help="show what a config will train, without training")
     plan.add_argument("config", type=Path, help="YAML config file")
@@ -188,6 +209,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_select(args: argparse.Namespace) -> int:
+    from sftlab.config import load_config
+    from sftlab.errors import SftlabError
+
+    models = None
+    if args.models is not None:
+        models = [name.strip() for name in args.models.split(",")]
+        if not any(models) or any(not name for name in models):
+            raise SftlabError(f"--models: expected model names separated by commas, got '{args.models}'")
+    config = load_config(args.config, args.overrides)
+    from sftlab.recipes.select import select
+
+    select(config, models=models, confirm=args.confirm, overwrite=args.overwrite, echo=not args.quiet)
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from sftlab.config import load_config
     from sftlab.recipes.plan import describe_plan
@@ -318,7 +355,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         for name, spec in BUILTIN_MODELS.items():
-            print(f"{name:<10}{spec.description} (PyPI {spec.package}=={spec.version})")
+            width = max(len(name) for name in BUILTIN_MODELS) + 2
+            print(f"{name:<{width}}{spec.description} (PyPI {spec.package}=={spec.version})")
         return 0
     if args.name not in BUILTIN_MODELS:
         raise SftlabError(f"unknown built-in model '{args.name}' (built-in: {', '.join(BUILTIN_MODELS)})")
@@ -342,6 +380,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train,
     "plan": cmd_plan,
+    "select": cmd_select,
     "eval": cmd_eval,
     "predict": cmd_predict,
     "datasets": cmd_datasets,

@@ -349,6 +349,31 @@ class GenerateConfig(_Section):
     """Validation/test examples answered by generation for exact match and token F1 at each evaluation; 0 skips."""
 
 
+class SelectConfig(_Section):
+    models: list[str] = Field(default_factory=list)
+    """`sftlab select`: candidate models (built-in names, local folders, Hub names); empty: every built-in encoder."""
+    samples: int = Field(default=1000, ge=20, le=100_000)
+    """`sftlab select`: training examples (token classification: sentences) embedded per candidate, stratified by label."""
+    rank_by: Literal["logme", "hscore", "probe"] = "logme"
+    """`sftlab select`: the estimate that ranks the candidates: logme, hscore (shrinkage), or probe (linear-probe accuracy)."""
+    probe_folds: int = Field(default=5, ge=2, le=20)
+    """`sftlab select`: cross-validation folds of the linear probe."""
+    confirm: int = Field(default=2, ge=0)
+    """`sftlab select`: fine-tune the top K estimates through the training loop (as train: says) to confirm the pick; 0 skips."""
+    halving_rate: int = Field(default=2, ge=2, le=10)
+    """`sftlab select`: successive halving of the confirm runs: at evaluations 1, r, r^2, ... a run continues only in the top 1/r of the runs that reached it."""
+
+    @field_validator("models")
+    @classmethod
+    def _distinct_names(cls, value: list[str]) -> list[str]:
+        if any(not name.strip() for name in value):
+            raise ValueError("each candidate must name a model")
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names a candidate twice: {', '.join(repeated)}")
+        return value
+
+
 class Config(_Section):
     task: Literal["classification", "token_classification", "question_answering", "seq2seq", "causal_lm"] = (
         "classification"
@@ -381,6 +406,8 @@ class Config(_Section):
     """Train a PEFT adapter (e.g. {type: lora, r: 8}) instead of every weight; null trains the full model."""
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     """causal_lm: how answers are generated for evaluation, predict and chat."""
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    """`sftlab select`: which candidate models to rank, and how."""
 
     @field_validator("model")
     @classmethod

