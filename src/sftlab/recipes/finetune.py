@@ -42,6 +42,7 @@ from sftlab.optim.clipping import clear_folded_clip, clip_gradients
 from sftlab.outputs import check_output_dir, release_lock, staged_output, take_lock
 from sftlab.prefix_cache import compute_prefix, frozen_prefix_depth, pad_prefix, run_from_prefix
 from sftlab.recipes.components import make_optimizer, make_schedule, metric_value, trainable_layers
+from sftlab.recipes.data_check import pre_training_checks
 from sftlab.runtime import make_accelerator, release_freed_memory, set_seed
 from sftlab.tasks import task_class
 from sftlab.unpadded import supports_unpadded, unpadded_encoder
@@ -75,6 +76,8 @@ def finetune(
     task = task_class(config.task).from_config(config, tables)
     location = locate_model(config.model)
     tokenizer = load_tokenizer(location, config.model, config.trust_remote_code)
+    if not resume:  # the cheap data checks (sftlab.recipes.data_check); data.check=error stops on leakage
+        pre_training_checks(config, tables, tokenizer, log)
     encoded = encode_cached(task, tokenizer, tables, config, fingerprint)
     if len(tables["validation"]) == 0:
         raise SftlabError(
