@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument(
+        "--save", type=Path, default=None, help="folder for the out-of-fold probabilities (.npz)"
+    )
     args = parser.parse_args()
 
     paths = fetch_dataset(args.dataset)
@@ -84,6 +87,10 @@ def main() -> None:
                   "folds": args.folds, "epochs": args.epochs, "frozen_bottom_layers": args.freeze,
                   "kfold_seconds": round(oof.seconds, 1),
                   "out_of_fold_accuracy_on_given": round(float((oof.probabilities.argmax(1) == oof.labels).mean()), 4)}  # fmt: skip
+        if args.save is not None:
+            args.save.mkdir(parents=True, exist_ok=True)
+            np.savez(args.save / f"{args.dataset}-{args.rows}-{noise}.npz", probabilities=oof.probabilities,
+                     labels=oof.labels, flipped=np.array(sorted(flipped)), names=np.array(oof.label_names))  # fmt: skip
         for method in ("cleanlab", "loss"):
             flagged, loss = flag_rows(oof, method)
             result[method] = scores(set(flagged.tolist()), flipped)

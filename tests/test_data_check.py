@@ -38,7 +38,8 @@ def _flagged(report: dict, kind: str) -> set[str]:
     return {finding["where"] for finding in report["findings"] if finding["kind"] == kind}
 
 
-PRECISION_FLOOR, RECALL_FLOOR = 0.0, 0.0
+# Measured on this slice (bf16 on this machine): precision 0.159 (13 of 82 flagged), recall 0.867 (13 of 15).
+PRECISION_FLOOR, RECALL_FLOOR = 0.10, 0.60
 
 
 def edit_one_word(text: str) -> str:
@@ -254,7 +255,7 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path: Path) -> None:
 def test_label_check_finds_flipped_trec_labels_and_write_clean_relabels(tmp_path: Path) -> None:
     """300 TREC questions, 5% of labels flipped at random to another class (seeded); 5 fold models
     (2 epochs, bottom 4 blocks frozen) give the out-of-fold probabilities. Floors measured: see
-    docs/data-quality.md (this slice: precision {PRECISION}, recall {RECALL})."""
+    docs/data-quality.md and PRECISION_FLOOR above."""
     rng = random.Random(5)
     rows = _rows("trec6", "train", 300)
     names = sorted({row["label"] for row in rows})
@@ -277,7 +278,6 @@ def test_label_check_finds_flipped_trec_labels_and_write_clean_relabels(tmp_path
     flagged = {f["row"]: f for f in report["findings"] if f["kind"] == "label_issue"}
     hits = len(set(flagged) & flipped)
     precision, recall = hits / max(1, len(flagged)), hits / len(flipped)
-    print(f"label check: precision {precision:.3f} recall {recall:.3f} flagged {len(flagged)}")
     assert precision >= PRECISION_FLOOR and recall >= RECALL_FLOOR, (precision, recall, len(flagged))
     finding = flagged[next(iter(set(flagged) & flipped))]
     assert finding["details"]["given_label"] == rows[finding["row"]]["label"]

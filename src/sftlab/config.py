@@ -301,8 +301,8 @@ class DataCheckConfig(_Section):
     """Folds of the out-of-fold predictions: each fold's model trains on the other folds."""
     epochs: int = Field(default=2, ge=1, le=100)
     """Training epochs of each fold's model."""
-    freeze_bottom_layers: int | None = None
-    """Bottom blocks frozen in the fold models (fast, with the frozen-prefix cache); null: freeze.bottom_layers."""
+    freeze_bottom_layers: int | None = Field(default=None, ge=0)
+    """Bottom blocks frozen in the fold models (fast, with the frozen-prefix cache); null: the bottom half."""
     learning_rate: float | None = Field(default=None, gt=0.0, le=10.0)
     """Peak learning rate of the fold models; null: train.learning_rate."""
     method: Literal["cleanlab", "loss"] = "cleanlab"

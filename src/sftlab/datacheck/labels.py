@@ -51,9 +51,22 @@ def fold_config(config: Any, train_file: Path, output_dir: Path) -> Any:
     values["train"].update(epochs=check.epochs, keep_last=0, patience=None, save_every=None)
     if check.learning_rate is not None:
         values["train"]["learning_rate"] = check.learning_rate
-    if check.freeze_bottom_layers is not None:
-        values["freeze"].update(bottom_layers=check.freeze_bottom_layers, gradual_unfreeze=False)
+    values["freeze"].update(bottom_layers=frozen_blocks(config), gradual_unfreeze=False)
     return load_config(values)
+
+
+def frozen_blocks(config: Any) -> int:
+    """data_check.freeze_bottom_layers, or half of the model's blocks (MiniLM: 3 of 6)."""
+    if config.data_check.freeze_bottom_layers is not None:
+        return int(config.data_check.freeze_bottom_layers)
+    from transformers import AutoConfig
+
+    from sftlab.models import locate_model
+
+    model_config = AutoConfig.from_pretrained(
+        locate_model(config.model), trust_remote_code=config.trust_remote_code
+    )
+    return int(getattr(model_config, "num_hidden_layers", 0) or 0) // 2
 
 
 def stratified_folds(labels: list[str], folds: int, seed: int) -> list[int]:
@@ -90,7 +103,7 @@ def estimate_seconds(config: Any, table: Table, rows: list[int]) -> float:
         task.logits(model, examples, tokenizer.pad_token_id or 0, 64, torch.device("cpu"), _no_autocast)
     per_row = (time.perf_counter() - started) / len(examples)
     layers = getattr(model.config, "num_hidden_layers", 6) or 6
-    frozen = config.freeze.bottom_layers if check.freeze_bottom_layers is None else check.freeze_bottom_layers
+    frozen = frozen_blocks(config)
     trainable = max(0.1, 1 - frozen / layers)
     train_rows = len(rows) * (check.folds - 1) / check.folds
     work = train_rows * check.epochs * (1 + 2 * trainable) * trainable + len(rows) * 2

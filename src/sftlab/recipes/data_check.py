@@ -88,7 +88,7 @@ def data_check(config: Config, write_clean_dir: Path | str | None = None, relabe
 
 def label_check(config: Config, result: CheckResult, log: Any, finetune: Any) -> dict[str, Any]:
     """K-fold out-of-fold predictions on the train split's usable rows, then flagged label issues."""
-    from sftlab.datacheck.labels import estimate_seconds, label_findings, out_of_fold
+    from sftlab.datacheck.labels import estimate_seconds, frozen_blocks, label_findings, out_of_fold
 
     check = config.data_check
     train = result.tables["train"]
@@ -112,7 +112,7 @@ def label_check(config: Config, result: CheckResult, log: Any, finetune: Any) ->
         return {"skipped": "too few rows"}
     estimate = estimate_seconds(config, train, rows)
     log(f"label check: {check.folds}-fold fine-tuning of {config.model} on {len(rows)} train rows, "
-        f"{check.epochs} epoch(s) per fold: about {_duration(estimate)} (from a forward pass timed on 64 rows)")  # fmt: skip
+        f"{check.epochs} epoch(s) per fold, bottom {frozen_blocks(config)} blocks frozen: about {_duration(estimate)} (from a forward pass timed on 64 rows)")  # fmt: skip
     oof = out_of_fold(config, train, rows, labels, echo=log is not None, finetune=finetune)
     findings = label_findings(oof, train, check.method, config.data.multi_label_threshold)
     result.findings.extend(findings)
