@@ -51,7 +51,12 @@ def write_clean(directory: Path, tables: dict[str, Table], findings: list[Findin
                 kinds = sorted({finding.kind for finding in flagged})
                 label_issue = next((finding for finding in flagged if finding.kind == "label_issue"), None)
                 others = [kind for kind in kinds if kind in remove and kind != "label_issue"]
-                if relabel and label_issue is not None and not others:
+                if relabel and label_issue is not None and not others and "words" in label_issue.details:
+                    row = _retag(row, label_issue.details["words"], tags_column, conll_tag_field)
+                    changes.append({"split": split, "where": table.where(index), "action": "relabeled", "kinds": kinds,
+                                    "words": label_issue.details["words"]})  # fmt: skip
+                    relabeled += 1
+                elif relabel and label_issue is not None and not others:
                     new = label_issue.details["suggested_label"]
                     old = row.get(label_column)
                     row = {**row, label_column: _same_type(new, old)}
@@ -79,6 +84,19 @@ def write_clean(directory: Path, tables: dict[str, Table], findings: list[Findin
             for change in changes:
                 sink.write(json.dumps(change, ensure_ascii=False) + "\n")
     return counts
+
+
+def _retag(
+    row: dict[str, Any], words: list[dict[str, Any]], tags_column: str, conll_tag_field: int
+) -> dict[str, Any]:
+    """A sentence with the suggested IOB2 tags at its flagged words (the other tags as IOB2 too)."""
+    from sftlab.evaluation.entities import iob1_to_iob2
+
+    tags = row[tags_column] if tags_column in row else row["fields"][conll_tag_field]
+    tags = iob1_to_iob2([tag.strip() for tag in tags])
+    for word in words:
+        tags[word["position"]] = word["suggested_label"]
+    return {"tokens": row["tokens"], tags_column: tags} if "fields" in row else {**row, tags_column: tags}
 
 
 def _same_type(new: Any, old: Any) -> Any:

@@ -242,3 +242,82 @@ def _multi_label_finding(
         {"given_label": given, "suggested_label": suggested, "confidence": round(confidence, 4),
          "given_label_probability": round(agreement, 4), "loss": round(loss, 4)},
     )  # fmt: skip
+
+
+def token_out_of_fold(config: Any, table: Table, rows: list[int], echo: bool = True,
+                      finetune: Any = None) -> tuple[list[np.ndarray], list[list[int]], list[str], float]:  # fmt: skip
+    """Token classification: per row of `rows`, (words x tags) out-of-fold probabilities, the given IOB2
+    tag ids per word, the tag names, and the seconds it took. Folds are dealt at random (seeded)."""
+    from tqdm.auto import tqdm
+
+    from sftlab.predictor import load
+    from sftlab.tasks.token_classification import TokenClassificationTask
+
+    if finetune is None:
+        from sftlab.recipes.finetune import finetune
+    check = config.data_check
+    reference = TokenClassificationTask.from_config(config, {"train": table.subset(rows)})
+    names = reference.label_names
+    index_of = {name: i for i, name in enumerate(names)}
+    given = [[index_of[tag] for tag in tags] for tags in reference.sentences(table.subset(rows))[1]]
+    assignment = stratified_folds([""] * len(rows), check.folds, config.train.seed)
+    probabilities: list[np.ndarray] = [np.empty(0)] * len(rows)
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="sftlab-folds-"))
+    try:
+        for fold in tqdm(
+            range(check.folds), desc="label check folds", unit="fold", file=sys.stderr, disable=not echo
+        ):
+            held = [position for position, f in enumerate(assignment) if f == fold]
+            kept = [position for position, f in enumerate(assignment) if f != fold]
+            train_file = workdir / f"fold{fold}.jsonl"
+            write_jsonl(train_file, [table.rows[rows[p]] for p in kept])
+            output_dir = workdir / f"fold{fold}"
+            finetune(fold_config(config, train_file, output_dir), overwrite=True, echo=False)
+            predictor = load(output_dir)
+            task = predictor.task
+            words = reference.sentences(table.subset([rows[p] for p in held]))[0]
+            examples = task.encode_words(predictor.tokenizer, words)
+            fold_probabilities = task.word_probabilities(predictor.model, examples, predictor.pad_id,
+                                                         predictor.batch_size, predictor.device, predictor.autocast)  # fmt: skip
+            for position, word_probabilities in zip(held, fold_probabilities, strict=True):
+                full = np.zeros((word_probabilities.shape[0], len(names)))
+                for column, name in enumerate(task.label_names):
+                    full[:, index_of[name]] = word_probabilities[:, column].numpy()
+                probabilities[position] = full / full.sum(axis=1, keepdims=True)
+            shutil.rmtree(output_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return probabilities, given, names, time.perf_counter() - started
+
+
+def token_label_findings(table: Table, rows: list[int], probabilities: list[np.ndarray], given: list[list[int]],
+                         names: list[str], words: list[list[str]]) -> list[Finding]:  # fmt: skip
+    """cleanlab.token_classification's flagged words, one finding per sentence (its words in `details`)."""
+    from cleanlab.token_classification.filter import find_label_issues
+
+    flagged = find_label_issues(given, probabilities)
+    by_sentence: dict[int, list[int]] = {}
+    for sentence, word in flagged:
+        by_sentence.setdefault(int(sentence), []).append(int(word))
+    findings = []
+    for position, flagged_words in sorted(by_sentence.items()):
+        index = rows[position]
+        details = []
+        for word in sorted(flagged_words):
+            suggested = int(np.argmax(probabilities[position][word]))
+            details.append({"position": word, "word": words[position][word], "given_label": names[given[position][word]],
+                            "suggested_label": names[suggested],
+                            "confidence": round(float(probabilities[position][word][suggested]), 4),
+                            "given_label_probability": round(float(probabilities[position][word][given[position][word]]), 4)})  # fmt: skip
+        first = details[0]
+        findings.append(Finding(
+            "label_issue", "train", index, table.where(index),
+            "; ".join(f"word {d['position'] + 1} {d['word']!r}: tag {d['given_label']}, out-of-fold model says "
+                      f"{d['suggested_label']} ({d['confidence']:.2f})" for d in details),
+            first["given_label_probability"], None,
+            {"given_label": first["given_label"], "suggested_label": first["suggested_label"],
+             "confidence": first["confidence"], "given_label_probability": first["given_label_probability"],
+             "words": details},
+        ))  # fmt: skip
+    return findings

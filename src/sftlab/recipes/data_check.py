@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sftlab.config import Config
 from sftlab.data.loading import load_tables
 from sftlab.data.readers import Table
@@ -66,6 +68,8 @@ def data_check(config: Config, write_clean_dir: Path | str | None = None, relabe
 
     if check.label_issues and config.task == "classification":
         extra["label_check"] = label_check(config, result, log, finetune)
+    elif check.label_issues and config.task == "token_classification":
+        extra["label_check"] = token_label_check(config, result, log, finetune)
 
     summary = summarize(result)
     report = report_json(summary, result, extra)
@@ -125,6 +129,41 @@ def label_check(config: Config, result: CheckResult, log: Any, finetune: Any) ->
     return {"folds": check.folds, "epochs": check.epochs, "rows": len(rows), "seconds": round(oof.seconds, 1),
             "estimated_seconds": round(estimate, 1), "out_of_fold_accuracy": round(accuracy, 4),
             "method": check.method, "flagged": len(findings)}  # fmt: skip
+
+
+def token_label_check(config: Config, result: CheckResult, log: Any, finetune: Any) -> dict[str, Any]:
+    """K-fold out-of-fold tag probabilities per word, then cleanlab's token-classification filter."""
+    from sftlab.datacheck.labels import frozen_blocks, token_label_findings, token_out_of_fold
+    from sftlab.tasks.token_classification import TokenClassificationTask
+
+    check = config.data_check
+    train = result.tables["train"]
+    unusable = {f.row for f in result.findings if f.split == "train"
+                and f.kind in ("empty_input", "empty_target", "invalid_tags")}  # fmt: skip
+    rows = [i for i in range(len(train)) if i not in unusable]
+    if len(rows) < 2 * check.folds:
+        log("label check: skipped (needs at least 2 sentences per fold)")
+        return {"skipped": "too few rows"}
+    log(f"label check: {check.folds}-fold fine-tuning of {config.model} on {len(rows)} train sentences, "
+        f"{check.epochs} epoch(s) per fold, bottom {frozen_blocks(config)} blocks frozen")  # fmt: skip
+    probabilities, given, names, seconds = token_out_of_fold(
+        config, train, rows, echo=log is not None, finetune=finetune
+    )
+    words = TokenClassificationTask.from_config(config, {"train": train.subset(rows)}).sentences(
+        train.subset(rows)
+    )[0]
+    findings = token_label_findings(train, rows, probabilities, given, names, words)
+    result.findings.extend(findings)
+    flagged_words = sum(len(f.details["words"]) for f in findings)
+    correct = sum(
+        int((p.argmax(axis=1) == np.array(g)).sum()) for p, g in zip(probabilities, given, strict=True)
+    )
+    accuracy = correct / max(1, sum(len(g) for g in given))
+    log(f"label check: {flagged_words} likely wrong tags in {len(findings)} sentences in {_duration(seconds)} "
+        f"(out-of-fold word accuracy {accuracy:.3f})")  # fmt: skip
+    return {"folds": check.folds, "epochs": check.epochs, "rows": len(rows), "seconds": round(seconds, 1),
+            "out_of_fold_word_accuracy": round(accuracy, 4), "flagged_sentences": len(findings),
+            "flagged_words": flagged_words}  # fmt: skip
 
 
 def _label_text(value: Any) -> str:
