@@ -296,7 +296,7 @@ class DataCheckConfig(_Section):
     near_duplicate_similarity: float = Field(default=0.8, gt=0.5, le=1.0)
     """Edit similarity (2 x matching characters / both lengths, after normalisation) that makes a near-copy."""
     label_issues: bool = True
-    """`sftlab data check`: find likely wrong labels with K-fold out-of-fold predictions (classification)."""
+    """`sftlab data check`: find likely wrong labels (tags) with K-fold out-of-fold predictions (classification, NER)."""
     folds: int = Field(default=5, ge=2, le=20)
     """Folds of the out-of-fold predictions: each fold's model trains on the other folds."""
     epochs: int = Field(default=2, ge=1, le=100)
