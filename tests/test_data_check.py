@@ -294,3 +294,73 @@ def test_label_check_finds_flipped_trec_labels_and_write_clean_relabels(tmp_path
     )
     assert {c["new_label"] for c in relabeled} <= set(names)
     assert (tmp_path / "train.jsonl").read_bytes() == before
+
+
+def _confident_probabilities(labels: list[int], classes: int, wrong: set[int], seed: int = 0):
+    """Out-of-fold probabilities of a good model: 0.9 on the true class; rows in `wrong` were given
+    another label, so the model's 0.9 sits on a class that is not their given one."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    probabilities = np.full((len(labels), classes), 0.1 / (classes - 1))
+    for row, label in enumerate(labels):
+        true = (label + 1 + int(rng.integers(classes - 1))) % classes if row in wrong else label
+        probabilities[row, true] = 0.9
+    return probabilities
+
+
+def test_flagging_methods_on_known_probabilities() -> None:
+    import numpy as np
+
+    from sftlab.datacheck.labels import OutOfFold, flag_rows
+
+    rows = _rows("trec6", "train", 200)
+    names = sorted({row["label"] for row in rows})
+    labels = [names.index(row["label"]) for row in rows]
+    wrong = set(range(0, 200, 20))
+    oof = OutOfFold(
+        list(range(200)), np.array(labels), _confident_probabilities(labels, len(names), wrong), names, 0.0
+    )
+    for method in ("cleanlab", "loss"):
+        flagged, loss = flag_rows(oof, method)
+        assert set(flagged.tolist()) == wrong, method
+    assert loss[0] > loss[1]  # a wrong row costs more than a right one
+    # Multi-label: one sigmoid per class; rows whose given set the model confidently contradicts.
+    given = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]] * 10)
+    probabilities = np.where(given == 1, 0.95, 0.05)
+    probabilities[[3, 17]] = [[0.05, 0.05, 0.95], [0.95, 0.05, 0.05]]
+    multi = OutOfFold(list(range(40)), given, probabilities, ["a", "b", "c"], 0.0, multi_label=True)
+    assert set(flag_rows(multi, "cleanlab")[0].tolist()) == {3, 17}
+
+
+def test_token_label_findings_and_relabel(tmp_path: Path) -> None:
+    import numpy as np
+
+    from sftlab.data.readers import read_table
+    from sftlab.datacheck.clean import write_clean
+    from sftlab.datacheck.labels import token_label_findings
+
+    rows = [{"tokens": row["tokens"], "tags": row["tags"]} for row in _rows("conll2003_sample", "train", 40)]
+    names = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    target = next(i for i, row in enumerate(rows) if "B-PER" in row["tags"])
+    word = rows[target]["tags"].index("B-PER")
+    true_tags = [list(row["tags"]) for row in rows]
+    rows[target]["tags"][word] = "O"  # the planted error: a person's name tagged O
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    table = read_table(tmp_path / "train.jsonl")
+    given = [[names.index(tag) for tag in row["tags"]] for row in rows]
+    probabilities = []
+    for tags in true_tags:
+        p = np.full((len(tags), len(names)), 0.02)
+        p[np.arange(len(tags)), [names.index(tag) for tag in tags]] = 0.84
+        probabilities.append(p)
+    findings = token_label_findings(table, list(range(len(rows))), probabilities, given, names,
+                                    [row["tokens"] for row in rows])  # fmt: skip
+    assert [(f.where, [(w["position"], w["given_label"], w["suggested_label"]) for w in f.details["words"]])
+            for f in findings] == [(f"{tmp_path / 'train.jsonl'} line {target + 1}", [(word, "O", "B-PER")])]  # fmt: skip
+    counts = write_clean(
+        tmp_path / "clean", {"train": table}, findings, ("label_issue",), True, "label", -1, "tags"
+    )
+    assert counts["train"] == {"rows": 40, "kept": 40, "removed": 0, "relabeled": 1}
+    cleaned = [json.loads(line) for line in (tmp_path / "clean" / "train.jsonl").read_text().splitlines()]
+    assert cleaned[target]["tags"] == true_tags[target]
