@@ -5,8 +5,10 @@ normalised text, vectorised with numpy: candidate pairs come only from rows that
 candidate is confirmed by its edit similarity (rapidfuzz's normalised Indel ratio, 2 * matched characters /
 both lengths), so the cost grows with the rows and the true near-duplicates, never with all pairs. On TREC
 questions with one word replaced, that similarity is >= 0.80 for 95% of the edits, while 99.9% of random
-question pairs stay below 0.62 (3-gram Jaccard separates them less well: 0.52 vs 0.30). (datasketch does the same in pure Python per row: 20 s for 100k TREC
-questions on this machine against ~2 s here, which matters because `sftlab train` runs it before training.)
+question pairs stay below 0.62 (3-gram Jaccard separates them less well: 0.52 vs 0.30).
+(datasketch's MinHashLSH does the same row by row in Python; here the shingling, hashing and banding
+run over all rows at once, which matters because `sftlab train` runs this before every training run.
+Measurements: docs/data-quality.md and benchmarks/data_check_scale.py.)
 """
 
 from __future__ import annotations
