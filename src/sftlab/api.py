@@ -31,3 +31,17 @@ def finetune(
     return run_finetune(
         resolved, overwrite=overwrite, echo=echo, resume=resume, on_evaluation=on_evaluation, on_log=on_log
     )
+
+
+def data_check(
+    config: Config | dict[str, Any] | str | Path | None = None,
+    overrides: list[str] | None = None,
+    write_clean: Path | str | None = None,
+    relabel: bool = False,
+    echo: bool = True,
+) -> Any:
+    """`sftlab data check`: every data check for the config (see docs/data-quality.md); returns a
+    DataReport (findings, summary, the JSON report) and writes data_report.json / .html."""
+    from sftlab.recipes.data_check import data_check as run_data_check
+
+    return run_data_check(load_config(config, overrides), write_clean, relabel=relabel, echo=echo)

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   sftlab eval runs/trec6 --data my_labeled.csv
   sftlab predict runs/trec6 --input questions.txt --output predictions.jsonl
   sftlab datasets list
+  sftlab data check examples/trec6.yaml --write-clean clean/ --relabel
   sftlab export runs/smollm2_commonsense_lora --merge --output merged/
   sftlab chat runs/smollm2_commonsense_lora --temperature 0.7
 """
@@ -118,6 +119,28 @@ def build_parser() -> argparse.ArgumentParser:
     models_commands.add_parser("list", help="list built-in models")
     fetch_model = models_commands.add_parser("fetch", help="download and cache a built-in model")
     fetch_model.add_argument("name")
+
+    data = commands.add_parser("data", help="check a config's data before training")
+    data_commands = data.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = data_commands.add_parser(
+        "check",
+        help="duplicates, leakage, conflicts, truncation, task-specific problems and likely wrong labels",
+    )
+    check.add_argument("config", type=Path, help="YAML config file (the same as for train)")
+    check.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    check.add_argument("--folds", type=int, default=None, help="folds of the label check (data_check.folds)")
+    check.add_argument(
+        "--no-labels", action="store_true", help="skip the K-fold label check (cheap checks only)"
+    )
+    check.add_argument(
+        "--report-dir", type=Path, default=None, help="where the reports go (data_check.report_dir)"
+    )
+    check.add_argument("--write-clean", type=Path, default=None, metavar="DIR",
+                       help="write cleaned copies of every split and changes.jsonl to DIR (a new folder)")  # fmt: skip
+    check.add_argument("--relabel", action="store_true",
+                       help="with --write-clean: give rows flagged as label issues the suggested label instead of removing them")  # fmt: skip
+    check.add_argument("--remove", default=None, metavar="KINDS",
+                       help="comma-separated issue types --write-clean removes (default: errors, duplicates, label issues)")  # fmt: skip
 
     commands.add_parser(
         "bench", help="benchmark sftlab against transformers.Trainer on the same work (see benchmarks/)"
@@ -222,6 +245,28 @@ def cmd_select(args: argparse.Namespace) -> int:
     from sftlab.recipes.select import select
 
     select(config, models=models, confirm=args.confirm, overwrite=args.overwrite, echo=not args.quiet)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from sftlab.config import load_config
+    from sftlab.datacheck.clean import parse_kinds
+    from sftlab.errors import SftlabError
+
+    overrides = list(args.overrides)
+    if args.folds is not None:
+        if args.folds < 2:
+            raise SftlabError(f"--folds: must be at least 2 (got {args.folds})")
+        overrides.append(f"data_check.folds={args.folds}")
+    if args.no_labels:
+        overrides.append("data_check.label_issues=false")
+    if args.report_dir is not None:
+        overrides.append(f"data_check.report_dir={args.report_dir}")
+    remove = parse_kinds(args.remove)
+    config = load_config(args.config, overrides)
+    from sftlab.recipes.data_check import data_check
+
+    data_check(config, args.write_clean, relabel=args.relabel, remove=remove)
     return 0
 
 
@@ -386,6 +431,7 @@ COMMANDS = {
     "datasets": cmd_datasets,
     "models": cmd_models,
     "config": cmd_config,
+    "data": cmd_data,
     "export": cmd_export,
     "chat": cmd_chat,
 }

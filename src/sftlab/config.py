@@ -89,6 +89,9 @@ class DataConfig(_Section):
     """causal_lm: train only on the answers (assistant turns); false also trains on prompt and system tokens."""
     packing: bool = False
     """causal_lm: pack each micro-batch's examples into rows of max_length tokens (attention stays per example)."""
+    check: Literal["warn", "error", "off"] = "warn"
+    """Before training, the cheap data checks (duplicates, leakage, conflicts, truncation): warn prints one
+    line per problem, error also stops on leakage or conflicting labels (exit 2, nothing written), off skips."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -290,6 +293,28 @@ class LossConfig(_Section):
         return self
 
 
+class DataCheckConfig(_Section):
+    near_duplicates: bool = True
+    """Look for near-copies (MinHash LSH over character 3-grams, confirmed by edit similarity)."""
+    near_duplicate_similarity: float = Field(default=0.8, gt=0.5, le=1.0)
+    """Edit similarity (2 x matching characters / both lengths, after normalisation) that makes a near-copy."""
+    label_issues: bool = True
+    """`sftlab data check`: find likely wrong labels (tags) with K-fold out-of-fold predictions (classification, NER)."""
+    folds: int = Field(default=5, ge=2, le=20)
+    """Folds of the out-of-fold predictions: each fold's model trains on the other folds."""
+    epochs: int = Field(default=2, ge=1, le=100)
+    """Training epochs of each fold's model."""
+    freeze_bottom_layers: int | None = Field(default=None, ge=0)
+    """Bottom blocks frozen in the fold models (fast, with the frozen-prefix cache); null: the bottom half."""
+    learning_rate: float | None = Field(default=None, gt=0.0, le=10.0)
+    """Peak learning rate of the fold models; null: train.learning_rate."""
+    method: Literal["cleanlab", "loss"] = "cleanlab"
+    """How rows are flagged: cleanlab's find_label_issues (confident learning), or the highest out-of-fold
+    losses, as many as cleanlab estimates there are issues (Chong et al. 2022); see docs/data-quality.md."""
+    report_dir: Path | None = None
+    """Where data_report.json and data_report.html go; null: `<output_dir>-data-check`."""
+
+
 class EncoderDecoderSpec(_Section):
     encoder: str
     """The encoder checkpoint: a built-in name, a local folder, or a Hub name (e.g. minilm)."""
@@ -408,6 +433,8 @@ class Config(_Section):
     """causal_lm: how answers are generated for evaluation, predict and chat."""
     select: SelectConfig = Field(default_factory=SelectConfig)
     """`sftlab select`: which candidate models to rank, and how."""
+    data_check: DataCheckConfig = Field(default_factory=DataCheckConfig)
+    """`sftlab data check`: near-copy similarity, the K-fold label check, where the report goes."""
 
     @field_validator("model")
     @classmethod

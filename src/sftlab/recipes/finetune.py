@@ -22,6 +22,7 @@ from sftlab.engine import OnEvaluation, OnLog, TrainState, fit
 from sftlab.errors import SftlabError
 from sftlab.models import load_tokenizer, locate_model, quiet_transformers
 from sftlab.outputs import check_output_dir, release_lock, staged_output
+from sftlab.recipes.data_check import pre_training_checks
 from sftlab.runtime import make_accelerator, set_seed
 from sftlab.tasks import task_class
 
@@ -66,6 +67,8 @@ def finetune(
     task = task_class(config.task).from_config(config, tables)
     location = locate_model(config.model)
     tokenizer = load_tokenizer(location, config.model, config.trust_remote_code)
+    if not resume:  # the cheap data checks (sftlab.recipes.data_check); data.check=error stops on leakage
+        pre_training_checks(config, tables, tokenizer, log)
     encoded = encode_cached(task, tokenizer, tables, config, fingerprint)
     if len(tables["validation"]) == 0:
         raise SftlabError(
