@@ -381,6 +381,8 @@ class Config(_Section):
     """Train a PEFT adapter (e.g. {type: lora, r: 8}) instead of every weight; null trains the full model."""
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     """causal_lm: how answers are generated for evaluation, predict and chat."""
+    report: bool = True
+    """Write OUTPUT_DIR/report.html at the end of the run (curves, confusion matrix, calibration, samples)."""
     track: Literal["auto"] | list[str] = "auto"
     """Experiment trackers (accelerate's: tensorboard, mlflow, wandb, trackio, ...) fed the training log
     and the config; local ones write under OUTPUT_DIR/logs. auto = tensorboard when installed; [] = none."""

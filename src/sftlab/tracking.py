@@ -13,7 +13,17 @@ from typing import Any
 
 from sftlab.errors import SftlabError
 
-KNOWN_TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio", "comet_ml", "aim", "clearml", "dvclive", "swanlab")
+KNOWN_TRACKERS = (
+    "tensorboard",
+    "mlflow",
+    "wandb",
+    "trackio",
+    "comet_ml",
+    "aim",
+    "clearml",
+    "dvclive",
+    "swanlab",
+)
 LOGS = "logs"
 PROJECT = "sftlab"
 
@@ -60,24 +70,31 @@ def hyperparameters(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def start_tracking(accelerator: Any, config: dict[str, Any]) -> None:
-    """Open the accelerator's trackers (given as `log_with` to `make_accelerator`) with the config as
-    hyperparameters. Call once the output directory exists."""
-    if accelerator.log_with:
-        accelerator.init_trackers(PROJECT, config=hyperparameters(config))
+class Tracking:
+    """Feeds the engine's log records to the accelerator's trackers (`log_with` given to
+    `make_accelerator`). The trackers open at the first record, when the output directory exists (the
+    engine creates it only once every input checked out), with the resolved config as hyperparameters."""
 
+    def __init__(self, accelerator: Any, config: dict[str, Any], then: Any = None) -> None:
+        self.accelerator, self.config, self.then = accelerator, config, then
+        self.started = False
 
-def log_record(accelerator: Any, record: dict[str, Any]) -> None:
-    """One engine log record (`{"step": ..., "epoch": ..., "train/loss": ..., ...}`) to every tracker, at
-    its step."""
-    if accelerator.log_with:
-        values = {key: value for key, value in record.items() if key != "step" and _scalar(value)}
-        accelerator.log(values, step=int(record["step"]))
+    def on_log(self, state: Any, record: dict[str, Any]) -> None:
+        """The engine's `on_log(state, record)`; calls the caller's own `on_log` after."""
+        if self.accelerator.log_with:
+            if not self.started:
+                self.accelerator.init_trackers(PROJECT, config=hyperparameters(self.config))
+                self.started = True
+            values = {key: value for key, value in record.items() if key != "step" and _scalar(value)}
+            self.accelerator.log(values, step=int(record["step"]))
+        if self.then is not None:
+            self.then(state, record)
 
-
-def end_tracking(accelerator: Any) -> None:
-    if accelerator.log_with:
-        accelerator.end_training()
+    def end(self) -> None:
+        """Flush and close every tracker (also after an error, so event files are complete)."""
+        if self.started:
+            self.accelerator.end_training()
+            self.started = False
 
 
 def _scalar(value: Any) -> bool:
@@ -94,5 +111,7 @@ def read_tensorboard(folder: Path) -> dict[str, list[tuple[int, float]]]:
         accumulator = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
-            scalars.setdefault(tag, []).extend((event.step, event.value) for event in accumulator.Scalars(tag))
+            scalars.setdefault(tag, []).extend(
+                (event.step, event.value) for event in accumulator.Scalars(tag)
+            )
     return scalars

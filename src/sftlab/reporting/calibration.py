@@ -6,10 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def reliability_bins(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[dict[str, float]]:
+def reliability_bins(
+    confidences: Sequence[float], correct: Sequence[bool], bins: int = 10
+) -> list[dict[str, float]]:
     """Per equal-width confidence bin [low, high): how many predictions, their mean confidence and accuracy
     (a confidence of exactly 1.0 goes into the last bin)."""
-    rows = [{"low": i / bins, "high": (i + 1) / bins, "count": 0, "confidence": 0.0, "accuracy": 0.0} for i in range(bins)]
+    rows = [
+        {"low": i / bins, "high": (i + 1) / bins, "count": 0, "confidence": 0.0, "accuracy": 0.0}
+        for i in range(bins)
+    ]
     for confidence, right in zip(confidences, correct, strict=True):
         row = rows[min(int(confidence * bins), bins - 1)]
         row["count"] += 1

@@ -30,7 +30,7 @@ def to_data_uri(figure: Any) -> str:
 
 def line_chart(curves: Sequence[Curve], title: str, xlabel: str, ylabel: str, log_y: bool = False) -> str:
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6.4, 3.6))
+    figure, axes = plt.subplots(figsize=(5.4, 3.2))
     for label, xs, ys in curves:
         marker = "o" if len(xs) <= 30 else None
         axes.plot(list(xs), list(ys), label=label, marker=marker, markersize=4, linewidth=1.6)
@@ -68,11 +68,13 @@ def heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str) 
 def grouped_bars(names: Sequence[str], series: dict[str, Sequence[float]], title: str, ylabel: str) -> str:
     """One group of bars per name (a class or entity type), one bar per series (precision, recall, F1)."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(max(6.4, 0.6 * len(names) * len(series) / 2), 3.6))
+    figure, axes = plt.subplots(figsize=(max(5.4, 0.3 * len(names) * len(series)), 3.2))
     width = 0.8 / max(1, len(series))
     for offset, (label, values) in enumerate(series.items()):
         axes.bar([i + offset * width for i in range(len(names))], list(values), width, label=label)
-    axes.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right")
+    axes.set_xticks(
+        [i + width * (len(series) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right"
+    )
     axes.set(title=title, ylabel=ylabel, ylim=(0, 1.05))
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8)
@@ -88,6 +90,8 @@ def reliability_diagram(bins: list[dict[str, float]], ece: float) -> str:
     axes.bar([b["low"] for b in filled], [b["accuracy"] for b in filled], width, align="edge",
              edgecolor="#1f4e79", color="#6fa8dc", label="accuracy")  # fmt: skip
     axes.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
-    axes.set(title=f"reliability (ECE {ece:.4f})", xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    axes.set(
+        title=f"reliability (ECE {ece:.4f})", xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1)
+    )
     axes.legend(fontsize=8, loc="upper left")
     return to_data_uri(figure)

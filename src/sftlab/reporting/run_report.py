@@ -29,6 +29,7 @@ CALIBRATION_LIMIT = 5000
 GENERATION_LIMIT = 20
 """seq2seq and causal_lm generate slowly: this many examples are predicted for the samples."""
 OTHER_LIMIT = 200
+HEADLINE = ("accuracy", "f1_macro", "entity_f1", "exact_match", "f1", "bleu", "chrf")
 NOT_METRICS = {"epoch", "step", "train_loss", "loss", "num_examples", "split"}
 
 Predict = Callable[[Any], list[dict[str, Any]]]
@@ -45,7 +46,9 @@ class Run:
     def load(cls, path: Path) -> Run:
         metrics_path, config_path = path / "metrics.json", path / "config.yaml"
         if not metrics_path.is_file() or not config_path.is_file():
-            raise SftlabError(f"{path}: not a finished sftlab run (expected metrics.json and config.yaml inside)")
+            raise SftlabError(
+                f"{path}: not a finished sftlab run (expected metrics.json and config.yaml inside)"
+            )
         try:
             metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
             config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
@@ -80,8 +83,8 @@ def final_scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_report(run_dir: Path, predict: Predict | None = None, tables: dict[str, Any] | None = None,
-                 output: Path | None = None, echo: Callable[[str], None] | None = None) -> Path:  # fmt: skip
+def write_run_report(run_dir: Path, predict: Predict | None = None, tables: dict[str, Any] | None = None,
+                     echo: Callable[[str], None] | None = None, output: Path | None = None) -> Path:  # fmt: skip
     """Write `run_dir/report.html` (or `output`) for a finished run and return its path. `predict` and
     `tables` come from the finishing run; left out, the saved model and the config's data are loaded."""
     run = Run.load(run_dir)
@@ -98,6 +101,8 @@ def write_report(run_dir: Path, predict: Predict | None = None, tables: dict[str
                 from sftlab.predictor import load
 
                 predict = load(run_dir).predict_table
+            from sftlab.predictor import predict_with_progress
+
             predictions = predict_with_progress(predict, table, f"report: predicting {split}")
         except SftlabError as error:
             notes.append(f"sample predictions skipped: {error}")
@@ -108,21 +113,6 @@ def write_report(run_dir: Path, predict: Predict | None = None, tables: dict[str
     if echo is not None:
         echo(f"wrote {target}")
     return target
-
-
-def predict_with_progress(predict: Predict, table: Any, description: str, chunk: int = 256) -> list[dict[str, Any]]:
-    """`predict` over `table` in chunks, with a progress bar (shown when it takes more than a moment)."""
-    import sys
-
-    from tqdm.auto import tqdm
-
-    predictions: list[dict[str, Any]] = []
-    with tqdm(total=len(table), desc=description, file=sys.stderr, disable=None, leave=False, delay=2) as progress:
-        for start in range(0, len(table), chunk):
-            part = table.subset(list(range(start, min(start + chunk, len(table)))))
-            predictions.extend(predict(part))
-            progress.update(len(part))
-    return predictions
 
 
 def _prediction_limit(run: Run) -> int:
@@ -138,7 +128,9 @@ def _load_tables(run: Run, notes: list[str]) -> dict[str, Any] | None:
     try:
         return load_tables(load_config(run.path / "config.yaml").data)
     except SftlabError as error:
-        notes.append(f"the run's data could not be read again ({error}): no data summary or sample predictions")
+        notes.append(
+            f"the run's data could not be read again ({error}): no data summary or sample predictions"
+        )
         return None
 
 
@@ -173,7 +165,9 @@ def render_run(run: Run, table: Any, predictions: list[dict[str, Any]], tables: 
         sections.append(("samples", "Sample predictions", _samples(run, table, predictions)))
     if tables is not None:
         sections.append(("data", "Data", _data_summary(run, tables)))
-    sections.append(("config", "Config", f"<pre>{html.escape(yaml.safe_dump(run.config, sort_keys=False))}</pre>"))
+    sections.append(
+        ("config", "Config", f"<pre>{html.escape(yaml.safe_dump(run.config, sort_keys=False))}</pre>")
+    )
     sections.append(("environment", "Environment", _environment(run)))
     model = run.config.get("model")
     subtitle = f"{run.task} · model {model if isinstance(model, str) else json.dumps(model)} · {run.path}"
@@ -183,7 +177,7 @@ def render_run(run: Run, table: Any, predictions: list[dict[str, Any]], tables: 
 def _summary(run: Run) -> str:
     metrics = run.metrics
     headline = []
-    for key in ("accuracy", "f1_macro", "entity_f1", "exact_match", "f1", "bleu", "chrf", "loss"):
+    for key in (*HEADLINE, "loss"):
         if isinstance(metrics.get(key), int | float):
             headline.append(f'<div class="tile"><div class="big">{_number(metrics[key])}</div>{key}</div>')
     split = html.escape(str(metrics.get("split", "")))
@@ -245,17 +239,24 @@ def _curves(run: Run) -> str:
         loss_curves.append(("validation", xs, ys))
     if loss_curves:
         parts.append(_image(figures.line_chart(loss_curves, "loss", "step", "loss"), "loss curves"))
-    keys = validation_metric_keys(history)[:8]
+    keys = validation_metric_keys(history)
+    # The headline metrics first (the one that picks the best model, then the usual ones), at most five.
+    first = [run.metrics.get("metric_for_best"), *HEADLINE]
+    keys = sorted(keys, key=lambda k: first.index(k) if k in first else len(first))[:5]
     metric_curves = [(key, *_series(history, key)) for key in keys]
     if metric_curves:
         parts.append(_image(figures.line_chart(metric_curves, "validation metrics", "step", "value"),
                             "validation metric curves"))  # fmt: skip
     xs, ys = _series(logs, "train/learning_rate")
     if xs:
-        parts.append(_image(figures.line_chart([("", xs, ys)], "learning rate", "step", "rate"), "learning rate"))
+        parts.append(
+            _image(figures.line_chart([("", xs, ys)], "learning rate", "step", "rate"), "learning rate")
+        )
     xs, ys = _series(logs, "train/grad_norm")
     if xs:
-        parts.append(_image(figures.line_chart([("", xs, ys)], "gradient norm", "step", "norm"), "gradient norm"))
+        parts.append(
+            _image(figures.line_chart([("", xs, ys)], "gradient norm", "step", "norm"), "gradient norm")
+        )
     if not logs:
         parts.append("<p class='note'>No per-step log in metrics.json (log_history): learning rate and "
                      "per-step loss are not shown.</p>")  # fmt: skip
@@ -263,7 +264,9 @@ def _curves(run: Run) -> str:
         "<tr>" + "".join(f"<td>{_number(entry.get(key))}</td>" for key in ("epoch", "step", "train_loss", "loss", *keys)) + "</tr>"
         for entry in history
     )  # fmt: skip
-    header = "".join(f"<th>{html.escape(key)}</th>" for key in ("epoch", "step", "train loss", "validation loss", *keys))
+    header = "".join(
+        f"<th>{html.escape(key)}</th>" for key in ("epoch", "step", "train loss", "validation loss", *keys)
+    )
     parts.append(f'<table class="history"><tr>{header}</tr>{rows}</table>')
     return "".join(parts)
 
@@ -289,8 +292,11 @@ def _per_type(metrics: dict[str, Any]) -> str:
         f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_number(per_type[name][k])}</td>" for k in ("precision", "recall", "f1", "support")) + "</tr>"
         for name in names
     )  # fmt: skip
-    table = f'<table><tr><th>type</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>{rows}</table>'
-    return _image(figures.grouped_bars(names, series, "entity scores per type", "score"), "entity F1 per type") + table
+    table = f"<table><tr><th>type</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>{rows}</table>"
+    return (
+        _image(figures.grouped_bars(names, series, "entity scores per type", "score"), "entity F1 per type")
+        + table
+    )
 
 
 def gold_label(run: Run, row: dict[str, Any]) -> Any:
@@ -313,7 +319,9 @@ def is_correct(run: Run, gold: Any, prediction: dict[str, Any]) -> bool | None:
         return None
     if run.task == "classification":
         if "labels" in prediction:
-            return sorted(map(str, gold if isinstance(gold, list) else [gold])) == sorted(prediction["labels"])
+            return sorted(map(str, gold if isinstance(gold, list) else [gold])) == sorted(
+                prediction["labels"]
+            )
         return str(gold) == str(prediction.get("label"))
     if run.task == "token_classification":
         from sftlab.evaluation.entities import entity_spans
@@ -370,7 +378,9 @@ def _shown_prediction(prediction: dict[str, Any]) -> str:
     if "labels" in prediction:
         return html.escape(", ".join(prediction["labels"]) or "(none)")
     if "entities" in prediction:
-        return html.escape(", ".join(f"{e['text']} ({e['label']})" for e in prediction["entities"]) or "(none)")
+        return html.escape(
+            ", ".join(f"{e['text']} ({e['label']})" for e in prediction["entities"]) or "(none)"
+        )
     if "generated_text" in prediction:
         return html.escape(prediction["generated_text"])
     return html.escape(str(prediction.get("answer", "")))
@@ -383,7 +393,10 @@ def _shown_gold(run: Run, gold: Any, row: dict[str, Any]) -> str:
         from sftlab.evaluation.entities import entity_spans
 
         words = row.get(run.config.get("data", {}).get("tokens_column", "tokens"), [])
-        return html.escape(", ".join(f"{' '.join(words[a : b + 1])} ({kind})" for kind, a, b in entity_spans(list(gold))) or "(none)")
+        return html.escape(
+            ", ".join(f"{' '.join(words[a : b + 1])} ({kind})" for kind, a, b in entity_spans(list(gold)))
+            or "(none)"
+        )
     if isinstance(gold, list):
         return html.escape(" | ".join(map(str, gold)) or "(no answer)")
     return html.escape(str(gold))
@@ -403,11 +416,18 @@ def _samples(run: Run, table: Any, predictions: list[dict[str, Any]]) -> str:
         for right, row, gold, prediction in rows[:SAMPLES_SHOWN]
     )
     split = html.escape(str(run.metrics.get("split", "")))
-    intro = f"<p>{errors} errors among the first {len(rows)} {split} examples predicted again; errors first.</p>"
-    return intro + f'<table class="samples"><tr><th>input</th><th>reference</th><th>prediction</th><th>correct</th></tr>{body}</table>'
+    intro = (
+        f"<p>{errors} errors among the first {len(rows)} {split} examples predicted again; errors first.</p>"
+    )
+    return (
+        intro
+        + f'<table class="samples"><tr><th>input</th><th>reference</th><th>prediction</th><th>correct</th></tr>{body}</table>'
+    )
 
 
-def calibration_summary(run: Run, table: Any, predictions: list[dict[str, Any]]) -> tuple[list[dict[str, float]], float]:
+def calibration_summary(
+    run: Run, table: Any, predictions: list[dict[str, Any]]
+) -> tuple[list[dict[str, float]], float]:
     confidences, correct = [], []
     for row, prediction in zip(table.rows, predictions, strict=True):
         right = is_correct(run, gold_label(run, row), prediction)
@@ -428,7 +448,9 @@ def _calibration(run: Run, table: Any, predictions: list[dict[str, Any]]) -> str
 
 
 def _data_summary(run: Run, tables: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(split)}</td><td>{len(table):,}</td></tr>" for split, table in tables.items())
+    rows = "".join(
+        f"<tr><td>{html.escape(split)}</td><td>{len(table):,}</td></tr>" for split, table in tables.items()
+    )
     body = f"<table><tr><th>split</th><th>rows</th></tr>{rows}</table>"
     label_column = run.config.get("data", {}).get("label_column", "label")
     if run.task == "classification":
@@ -457,7 +479,9 @@ def _label_counts(table: Any, column: str) -> dict[str, int]:
 def _environment(run: Run) -> str:
     environment = dict(run.metrics.get("environment") or {})
     environment.setdefault("precision", run.metrics.get("precision"))
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in environment.items())
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in environment.items()
+    )
     return f"<table>{rows}</table>"
 
 
@@ -499,7 +523,11 @@ def differing_settings(runs: list[Run]) -> dict[str, list[Any]]:
     """Config keys (flattened, `train.learning_rate`) whose values are not the same in every run."""
     flats = [flatten(run.config) for run in runs]
     keys = dict.fromkeys(key for flat in flats for key in flat if key != "output_dir")
-    return {key: [flat.get(key) for flat in flats] for key in keys if len({json.dumps(f.get(key)) for f in flats}) > 1}
+    return {
+        key: [flat.get(key) for flat in flats]
+        for key in keys
+        if len({json.dumps(f.get(key)) for f in flats}) > 1
+    }
 
 
 def render_comparison(runs: list[Run]) -> str:
@@ -512,7 +540,9 @@ def render_comparison(runs: list[Run]) -> str:
         curves = [(name, *_series(run.history if source == "history" else run.log_history, key))
                   for name, run in zip(names, runs, strict=True)]  # fmt: skip
         if source == "log" and not any(c[1] for c in curves):
-            curves = [(name, *_series(run.history, "train_loss")) for name, run in zip(names, runs, strict=True)]
+            curves = [
+                (name, *_series(run.history, "train_loss")) for name, run in zip(names, runs, strict=True)
+            ]
         curves = [c for c in curves if c[1]]
         if curves:
             charts.append(_image(figures.line_chart(curves, title, "step", "loss"), title))
@@ -521,7 +551,9 @@ def render_comparison(runs: list[Run]) -> str:
         curves = [(name, *_series(run.history, main)) for name, run in zip(names, runs, strict=True)]
         curves = [c for c in curves if c[1]]
         if curves:
-            charts.append(_image(figures.line_chart(curves, f"validation {main}", "step", main), f"validation {main}"))
+            charts.append(
+                _image(figures.line_chart(curves, f"validation {main}", "step", main), f"validation {main}")
+            )
     sections.append(("curves", "Curves", "".join(charts)))
     finals = [final_scalars(run.metrics) for run in runs]
     keys = list(dict.fromkeys(key for final in finals for key in final))
@@ -532,15 +564,23 @@ def render_comparison(runs: list[Run]) -> str:
             f"{_number(final.get(key))}</td>" for i, final in enumerate(finals)) + "</tr>"
         for key in keys
     )  # fmt: skip
-    sections.append(("metrics", "Final metrics", f"<table class='metrics'><tr><th>metric</th>{header}</tr>{rows}</table>"))
+    sections.append(
+        ("metrics", "Final metrics", f"<table class='metrics'><tr><th>metric</th>{header}</tr>{rows}</table>")
+    )
     differing = differing_settings(runs)
     rows = "".join(
         f"<tr><td>{html.escape(key)}</td>" + "".join(f"<td>{html.escape(json.dumps(v))}</td>" for v in values) + "</tr>"
         for key, values in differing.items()
     )  # fmt: skip
-    body = f"<table class='settings'><tr><th>setting</th>{header}</tr>{rows}</table>" if differing else "<p>None: the configs are the same.</p>"
+    body = (
+        f"<table class='settings'><tr><th>setting</th>{header}</tr>{rows}</table>"
+        if differing
+        else "<p>None: the configs are the same.</p>"
+    )
     sections.append(("settings", "Settings that differ", body))
-    return _page(f"sftlab comparison of {len(runs)} runs", " · ".join(str(run.path) for run in runs), sections, [])
+    return _page(
+        f"sftlab comparison of {len(runs)} runs", " · ".join(str(run.path) for run in runs), sections, []
+    )
 
 
 def write_comparison(run_dirs: list[Path], output: Path) -> Path:
