@@ -45,8 +45,9 @@ class _Logits(torch.nn.Module):
         super().__init__()
         self.model, self.outputs = model, outputs
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *rest: torch.Tensor) -> Any:
-        extra = {"token_type_ids": rest[0]} if rest else {}
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> Any:  # fmt: skip
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         output = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)
         return tuple(getattr(output, name) for name in self.outputs)
 
@@ -192,8 +193,8 @@ def export_graph(model: Any, outputs: tuple[str, ...], batch: dict[str, torch.Te
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            _Logits(model, outputs), tuple(batch.values()), input_names=names, output_names=list(outputs),
-            dynamo=True, dynamic_shapes=tuple(dims for _ in names), verbose=False,
+            _Logits(model, outputs), (), kwargs=batch, input_names=names, output_names=list(outputs),
+            dynamo=True, dynamic_shapes={name: dims for name in names}, verbose=False,
         )  # fmt: skip
         program.save(str(path), external_data=False)
 

@@ -23,6 +23,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
 from sftlab.errors import SftlabError
 from sftlab.serving.batching import MicroBatcher
 
@@ -113,9 +116,6 @@ def run_info(predictor: Any, backend: str, limits: Limits) -> dict[str, Any]:
 def create_app(predictor: Any, backend: str = "torch", limits: Limits | None = None, max_batch_size: int = 32,
                max_wait_s: float = 0.01) -> Any:  # fmt: skip
     """The FastAPI app serving `predictor` (a `sftlab.load(...)` Predictor or the ONNX one)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-
     limits = limits or Limits()
     batcher = MicroBatcher(predictor.predict, max_batch_size, max_wait_s)
     info = run_info(predictor, backend, limits)
