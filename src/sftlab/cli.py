@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=None)
     predict.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     predict.add_argument(
-        "--backend", choices=["torch", "onnx"], default="torch",
-        help="onnx: onnxruntime on RUN/onnx/ (int8 when exported with --quantize int8)",
+        "--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+        help="onnx / onnx-int8: onnxruntime on RUN/onnx/model.onnx / model.int8.onnx (sftlab export --format onnx)",
     )  # fmt: skip
     _generation_options(predict)
 
@@ -111,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
-        "--backend", choices=["torch", "onnx"], default="torch", help="onnx: RUN/onnx/ from export"
+        "--backend",
+        choices=["torch", "onnx", "onnx-int8"],
+        default="torch",
+        help="onnx / onnx-int8: onnxruntime on RUN/onnx/ (sftlab export --format onnx)",
     )
     serve.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     serve.add_argument("--max-batch-size", type=int, default=32, help="most inputs in one model call")
@@ -369,10 +372,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _load_predictor(args: argparse.Namespace) -> object:
     """The run's predictor for --backend torch (PyTorch) or onnx (onnxruntime on RUN/onnx/)."""
-    if getattr(args, "backend", "torch") == "onnx":
+    if args.backend in ("onnx", "onnx-int8"):
         from sftlab.onnx_export import load_onnx
 
-        return load_onnx(args.output_dir)
+        return load_onnx(args.output_dir, quantized=args.backend == "onnx-int8")
     from sftlab.predictor import load
 
     return load(args.output_dir, precision=args.precision)

@@ -134,11 +134,13 @@ def check_parity(
 def export_onnx(output_dir: Path, quantize: str | None = None, echo: Any = print) -> Path:
     """Write `output_dir/onnx/` (model.onnx, model.int8.onnx with --quantize int8, export.json) after the
     parity check; returns the folder."""
+    from sftlab.config import load_config
     from sftlab.outputs import atomic_directory
     from sftlab.predictor import load
 
-    predictor = load(output_dir, precision="fp32", device="cpu")
-    task = predictor.config.task
+    if not (output_dir / "config.yaml").is_file():
+        raise SftlabError(f"{output_dir}: not an sftlab run (expected model/ and config.yaml inside)")
+    task = load_config(output_dir / "config.yaml").task
     if task not in EXPORTABLE:
         raise SftlabError(
             f"{output_dir}: ONNX export covers {', '.join(EXPORTABLE)} runs; a {task} run generates token by "
@@ -147,6 +149,7 @@ def export_onnx(output_dir: Path, quantize: str | None = None, echo: Any = print
         )
     from sftlab.adapters import merged
 
+    predictor = load(output_dir, precision="fp32", device="cpu")
     model = merged(predictor.model).float().eval()
     outputs = EXPORTABLE[task]
     batch = sample_batch(predictor)
@@ -235,9 +238,7 @@ class OnnxModel:
 class OnnxPredictor:
     """`sftlab.load`'s Predictor with onnxruntime in place of PyTorch (same inputs, same outputs)."""
 
-    def __init__(
-        self, output_dir: Path | str, quantized: bool | None = None, threads: int | None = None
-    ) -> None:
+    def __init__(self, output_dir: Path | str, quantized: bool = False, threads: int | None = None) -> None:
         from sftlab.predictor import Predictor
 
         self.output_dir = Path(output_dir)
@@ -248,8 +249,6 @@ class OnnxPredictor:
                 f"{self.output_dir}: no ONNX export; run `sftlab export {self.output_dir} --format onnx` first"
             )
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        if quantized is None:
-            quantized = (folder / INT8_FILE).is_file()
         path = folder / (INT8_FILE if quantized else FP32_FILE)
         if not path.is_file():
             raise SftlabError(f"{path}: missing; export with --quantize int8 to get it")
@@ -297,7 +296,7 @@ class OnnxPredictor:
         )
 
 
-def load_onnx(output_dir: Path | str, quantized: bool | None = None) -> OnnxPredictor:
-    """The run's ONNX export (int8 when there is one, unless `quantized=False`) as a predictor."""
+def load_onnx(output_dir: Path | str, quantized: bool = False) -> OnnxPredictor:
+    """The run's ONNX export (`quantized`: the int8 one) as a predictor."""
     print(f"sftlab: onnxruntime backend on {Path(output_dir) / ONNX_DIR}", file=sys.stderr)
     return OnnxPredictor(output_dir, quantized)
