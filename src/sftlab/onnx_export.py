@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,8 +33,8 @@ FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 FP32_TOLERANCE = 1e-3
 """Largest |onnxruntime - PyTorch| fp32 logit difference accepted (measured: ~1e-6 for MiniLM)."""
-INT8_MIN_AGREEMENT = 0.9
-"""int8 must keep at least this share of the fp32 model's argmax decisions on the sample inputs."""
+INT8_WARN_AGREEMENT = 0.9
+"""A warning when int8 keeps fewer of PyTorch's argmax decisions on the sample inputs than this."""
 SAMPLES = 32
 EXPORTABLE = {"classification": ("logits",), "token_classification": ("logits",),
               "question_answering": ("start_logits", "end_logits")}  # fmt: skip
@@ -155,32 +157,42 @@ def export_onnx(output_dir: Path, quantize: str | None = None, echo: Any = print
     batch = sample_batch(predictor)
     reference = torch_logits(model, outputs, batch)
     target = output_dir / ONNX_DIR
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)  # a new export replaces the old one (written aside first, see below)
+    # Written aside and renamed into place once checked: a failed export leaves the previous one intact.
+    fresh = output_dir / f".{ONNX_DIR}.new-{os.getpid()}"
     started = time.perf_counter()
-    with atomic_directory(target) as staging:
-        echo(f"exporting {output_dir} to ONNX (torch.onnx.export, dynamo) ...")
+    echo(f"exporting {output_dir} to ONNX (torch.onnx.export with dynamo; a minute for MiniLM on 2 cores)")
+    from tqdm.auto import tqdm
+
+    steps = ["export", "check fp32", *(["quantize int8", "check int8"] if quantize == "int8" else [])]
+    with atomic_directory(fresh) as staging, tqdm(total=len(steps), desc="onnx export", file=sys.stderr,
+                                                  disable=None, leave=False) as progress:  # fmt: skip
+        progress.set_postfix_str(steps[0])
         export_graph(model, outputs, batch, staging / FP32_FILE)
+        progress.update()
         fp32 = check_parity(reference, staging / FP32_FILE, batch, FP32_TOLERANCE)
+        progress.update()
         echo(f"parity fp32: largest |logit difference| {fp32['max_abs_difference']:.2g} on {len(batch['input_ids'])} "
              f"inputs (allowed {FP32_TOLERANCE:g}), argmax agreement {fp32['argmax_agreement']:.4f}")  # fmt: skip
         record: dict[str, Any] = {"task": task, "outputs": list(outputs), "inputs": list(batch), "fp32": fp32,
                                   "fp32_tolerance": FP32_TOLERANCE}  # fmt: skip
         if quantize == "int8":
             quantize_int8(staging / FP32_FILE, staging / INT8_FILE)
+            progress.update()
             int8 = check_parity(reference, staging / INT8_FILE, batch, tolerance=0.0)
+            progress.update()
             echo(f"parity int8: largest |logit difference| {int8['max_abs_difference']:.2g}, argmax agreement "
-                 f"{int8['argmax_agreement']:.4f}")  # fmt: skip
-            if int8["argmax_agreement"] < INT8_MIN_AGREEMENT:
-                raise SftlabError(
-                    f"{output_dir}: int8 ONNX keeps only {int8['argmax_agreement']:.2%} of fp32's decisions on the "
-                    f"sample inputs (needs {INT8_MIN_AGREEMENT:.0%}); export without --quantize"
-                )
+                 f"{int8['argmax_agreement']:.4f} (reported, not enforced: int8 trades exactness for speed)")  # fmt: skip
+            if int8["argmax_agreement"] < INT8_WARN_AGREEMENT:
+                print(f"sftlab: warning: int8 keeps only {int8['argmax_agreement']:.2%} of PyTorch's decisions on "
+                      "the sample inputs; measure it (benchmarks/onnx_speed.py) before using it", file=sys.stderr)  # fmt: skip
             record["int8"] = int8
         record["export_seconds"] = round(time.perf_counter() - started, 1)
         (staging / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    old = output_dir / f".{ONNX_DIR}.old-{os.getpid()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(fresh, target)
+    shutil.rmtree(old, ignore_errors=True)
     return target
 
 
@@ -205,9 +217,17 @@ def export_graph(model: Any, outputs: tuple[str, ...], batch: dict[str, torch.Te
 def quantize_int8(source: Path, target: Path) -> None:
     """onnxruntime's dynamic quantization: int8 weights for the matrix products, activations quantized on
     the fly; the rest stays fp32."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process applies to static (calibrated) quantization
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 class OnnxModel:
