@@ -24,7 +24,8 @@ def exported(trained_run: Path) -> Path:
 
 def test_export_writes_both_models_and_its_parity_figures(exported: Path) -> None:
     assert (exported / "model.onnx").stat().st_size > 50e6  # MiniLM's 22.7M fp32 weights are inside
-    assert (exported / "model.int8.onnx").stat().st_size < (exported / "model.onnx").stat().st_size / 2
+    # int8 matrix weights, fp32 embeddings (47 of MiniLM's 91 MB)
+    assert (exported / "model.int8.onnx").stat().st_size < (exported / "model.onnx").stat().st_size * 0.7
     record = json.loads((exported / "export.json").read_text())
     assert record["fp32"]["max_abs_difference"] <= record["fp32_tolerance"] == 1e-3
     assert record["fp32"]["argmax_agreement"] == 1.0 and record["fp32"]["decisions"] == 32

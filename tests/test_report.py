@@ -150,3 +150,40 @@ def test_unknown_or_missing_tracker_is_a_config_error(tmp_path: Path) -> None:
     result = run_cli("train", "examples/trec6.yaml", "track=[aim]", f"output_dir={tmp_path / 'r'}")
     assert result.returncode == 2 and "aim not installed" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_samples_highlight_entities_and_answers_and_put_errors_first() -> None:
+    from sftlab.data.readers import Table
+    from sftlab.reporting.run_report import Run, render_run
+
+    ner = Run(Path("runs/ner"), {"task": "token_classification", "model": "minilm", "data": {}},
+              {"split": "test", "entity_f1": 0.5, "per_type": {"PER": {"precision": 1.0, "recall": 0.5, "f1": 0.6667,
+               "support": 2}}, "history": [], "log_history": []})  # fmt: skip
+    rows = [{"tokens": ["Paris", "is", "nice"], "tags": ["B-LOC", "O", "O"]},
+            {"tokens": ["Angela", "Merkel", "spoke"], "tags": ["B-PER", "I-PER", "O"]}]  # fmt: skip
+    predictions = [
+        {"text": "Paris is nice", "tags": ["B-LOC", "O", "O"], "entities": [{"label": "LOC", "start": 0, "end": 5, "text": "Paris"}]},
+        {"text": "Angela Merkel spoke", "tags": ["B-PER", "O", "O"], "entities": [{"label": "PER", "start": 0, "end": 6, "text": "Angela"}]},
+    ]  # fmt: skip
+    page = render_run(ner, Table(Path("t.jsonl"), rows, [1, 2]), predictions, None, [])
+    samples = page.split('<section id="samples">')[1]
+    assert samples.index("Angela") < samples.index("Paris")  # the error first
+    assert '<mark title="PER">Angela<sup>PER</sup></mark> Merkel spoke' in samples
+    assert "Angela Merkel (PER)" in samples and "1 errors among the first 2" in samples
+    qa = Run(Path("runs/qa"), {"task": "question_answering", "model": "minilm", "data": {}},
+             {"split": "validation", "exact_match": 100.0, "history": [], "log_history": []})  # fmt: skip
+    rows = [
+        {
+            "question": "Who left?",
+            "context": "Then Bob & Ann left.",
+            "answers": {"text": ["Bob & Ann"], "answer_start": [5]},
+        }
+    ]
+    page = render_run(
+        qa,
+        Table(Path("q.jsonl"), rows, [1]),
+        [{"answer": "Bob & Ann", "start": 5, "end": 14, "score": 0.9}],
+        None,
+        [],
+    )
+    assert 'Then <mark title="answer">Bob &amp; Ann<sup>answer</sup></mark> left.' in page

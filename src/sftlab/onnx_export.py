@@ -215,8 +215,10 @@ def export_graph(model: Any, outputs: tuple[str, ...], batch: dict[str, torch.Te
 
 
 def quantize_int8(source: Path, target: Path) -> None:
-    """onnxruntime's dynamic quantization: int8 weights for the matrix products, activations quantized on
-    the fly; the rest stays fp32."""
+    """onnxruntime's dynamic quantization: int8 weights (one scale per output channel) for the matrix
+    products, activations quantized on the fly; the rest, embeddings included, stays fp32. On the TREC-6
+    MiniLM run this kept 197 of PyTorch's 200 test decisions; onnxruntime's default (per-tensor scales,
+    embeddings quantized too) kept 194, MatMul-only per-tensor 191."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -225,7 +227,8 @@ def quantize_int8(source: Path, target: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # its advice to pre-process applies to static (calibrated) quantization
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"])  # fmt: skip
     finally:
         root.setLevel(level)
 

@@ -26,7 +26,7 @@ REPORT = "report.html"
 SAMPLES_SHOWN = 20
 CALIBRATION_LIMIT = 5000
 """Classification: at most this many report-split examples are predicted again for the reliability diagram."""
-GENERATION_LIMIT = 20
+GENERATION_LIMIT = 8
 """seq2seq and causal_lm generate slowly: this many examples are predicted for the samples."""
 OTHER_LIMIT = 200
 HEADLINE = ("accuracy", "f1_macro", "entity_f1", "exact_match", "f1", "bleu", "chrf")
