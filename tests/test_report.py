@@ -3,6 +3,7 @@ session's real MiniLM run."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -66,7 +67,7 @@ def test_report_has_its_sections_and_images_and_the_numbers_of_metrics_json(trai
     scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str) and k not in ("split",)}
     assert set(scalars) <= set(shown)
     for key, value in scalars.items():
-        assert json.loads(shown[key].replace("&quot;", '"')) == value, key
+        assert json.loads(html.unescape(shown[key])) == value, key
     # The confusion matrix cells and the per-evaluation history are those of metrics.json.
     assert f"{metrics['history'][-1]['accuracy']:.4f}" in page
     correct = sum(row[i] for i, row in enumerate(metrics["confusion_matrix"]["matrix"]))
