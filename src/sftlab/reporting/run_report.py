@@ -8,6 +8,7 @@ come from predicting the report split again with the saved model.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -187,12 +188,12 @@ def _summary(run: Run) -> str:
 
 
 def _metrics_table(values: dict[str, Any]) -> str:
-    rows = "".join(
-        f'<tr><td>{html.escape(key)}</td><td class="num" data-key="{html.escape(key)}" '
-        f"data-value='{html.escape(json.dumps(value))}'>{_number(value)}</td></tr>"
+    cells = "".join(
+        f'<div class="kv"><span>{html.escape(key)}</span><span class="num" data-key="{html.escape(key)}" '
+        f"data-value='{html.escape(json.dumps(value))}'>{_number(value)}</span></div>"
         for key, value in values.items()
     )
-    return f'<table class="metrics"><tr><th>metric</th><th>value</th></tr>{rows}</table>'
+    return f'<div class="grid">{cells}</div>'
 
 
 def _number(value: Any) -> str:
@@ -240,9 +241,10 @@ def _curves(run: Run) -> str:
     if loss_curves:
         parts.append(_image(figures.line_chart(loss_curves, "loss", "step", "loss"), "loss curves"))
     keys = validation_metric_keys(history)
-    # The headline metrics first (the one that picks the best model, then the usual ones), at most five.
+    # The headline metrics (the one that picks the best model first); others only when there is none.
     first = [run.metrics.get("metric_for_best"), *HEADLINE]
-    keys = sorted(keys, key=lambda k: first.index(k) if k in first else len(first))[:5]
+    headline = sorted((k for k in keys if k in first), key=first.index)
+    keys = headline[:5] or keys[:5]
     metric_curves = [(key, *_series(history, key)) for key in keys]
     if metric_curves:
         parts.append(_image(figures.line_chart(metric_curves, "validation metrics", "step", "value"),
@@ -496,6 +498,10 @@ def environment(device: Any, precision: str, num_processes: int = 1) -> dict[str
     from sftlab import __version__
 
     device_name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):  # Linux names the CPU model here; platform.processor() often does not
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]  # fmt: skip
+        device_name = names[0] if names else device_name
     if getattr(device, "type", str(device)) == "cuda":
         device_name = torch.cuda.get_device_name(device)
     return {
@@ -603,7 +609,9 @@ margin:6px 12px 6px 0;vertical-align:top}.tiles{display:flex;gap:12px;flex-wrap:
 border-radius:6px;padding:8px 16px;font-size:12px;color:#445}.big{font-size:22px;font-weight:600;color:#1f3b5a}
 tr.error td{background:#fff4f2}mark{background:#ffe28a;border-radius:3px;padding:0 2px}mark sup{font-size:9px;
 color:#6b5400;margin-left:2px}pre{background:#f3f4f6;padding:10px;font-size:12px;overflow:auto}
-.note{color:#7a5b00;background:#fff8e1;padding:6px 10px;border-radius:4px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:0 24px;font-size:13px;
+margin:8px 0}.kv{display:flex;justify-content:space-between;border-bottom:1px solid #e3e6eb;padding:3px 2px}
+.kv .num{font-variant-numeric:tabular-nums}.note{color:#7a5b00;background:#fff8e1;padding:6px 10px;border-radius:4px}
 """
 
 
