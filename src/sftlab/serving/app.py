@@ -128,7 +128,7 @@ def create_app(predictor: Any, backend: str = "torch", limits: Limits | None = N
         await batcher.stop()
 
     app = FastAPI(
-        title=f"sftlab: {predictor.output_dir}", lifespan=lifespan, docs_url="/docs", redoc_url=None
+        title=f"sftlab: {predictor.output_dir}", lifespan=lifespan, docs_url=None, redoc_url=None
     )
 
     def error(status: int, message: str) -> JSONResponse:
