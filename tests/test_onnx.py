@@ -106,3 +106,19 @@ def test_onnx_backend_without_an_export_says_what_to_run(tmp_path: Path, trained
                      "--backend", "onnx")  # fmt: skip
     assert result.returncode == 2
     assert f"no ONNX export; run `sftlab export {run} --format onnx` first" in result.stderr
+
+
+def test_serve_with_the_onnx_backend(exported: Path, trained_run: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from sftlab.onnx_export import load_onnx
+    from sftlab.predictor import load
+    from sftlab.serving.app import create_app
+
+    texts = trec_texts("validation", 8)
+    expected = load(trained_run, precision="fp32", device="cpu").predict(texts)
+    with TestClient(create_app(load_onnx(trained_run), "onnx")) as client:
+        assert client.get("/info").json()["backend"] == "onnx"
+        got = client.post("/predict", json={"inputs": texts}).json()["predictions"]
+    assert [p["label"] for p in got] == [p["label"] for p in expected]
+    assert [p["score"] for p in got] == pytest.approx([p["score"] for p in expected], abs=1e-5)
