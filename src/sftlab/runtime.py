@@ -207,7 +207,7 @@ def make_accelerator(
 ) -> tuple[Any, str]:
     """An accelerate.Accelerator (one process, or the processes `accelerate launch` started) and the
     precision it runs in. `log_with`: accelerate trackers (see sftlab.tracking), local ones under
-    `logging_dir`; they start with `tracking.start_tracking` once the output directory exists."""
+    `logging_dir`; `tracking.Tracking` opens them at the first log record, once the output directory exists."""
     from accelerate import Accelerator
 
     use_cuda = wants_cuda(device)
