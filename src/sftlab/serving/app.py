@@ -127,9 +127,7 @@ def create_app(predictor: Any, backend: str = "torch", limits: Limits | None = N
         yield
         await batcher.stop()
 
-    app = FastAPI(
-        title=f"sftlab: {predictor.output_dir}", lifespan=lifespan, docs_url=None, redoc_url=None
-    )
+    app = FastAPI(title=f"sftlab: {predictor.output_dir}", lifespan=lifespan, docs_url=None, redoc_url=None)
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
