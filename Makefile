@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	# The web-page test drives a real headless browser: Debian's chromium (the browser vendors' servers
+	# that Playwright downloads from are not needed, nor reachable everywhere).
+	test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium; }
 	$(BIN)/sftlab models fetch minilm
 	$(BIN)/sftlab models fetch paraphrase_minilm_l3
 	$(BIN)/sftlab datasets fetch trec6

@@ -118,7 +118,13 @@ def test_killed_runs_resume_bitwise(tmp_path):
     assert {k: v for k, v in metrics.items() if k not in TIMING} == {
         k: v for k, v in expected.items() if k not in TIMING
     }
-    assert sorted(p.name for p in output.iterdir()) == ["config.yaml", "metrics.json", "model"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "config.yaml",
+        "logs",
+        "metrics.json",
+        "model",
+        "report.html",
+    ]
 
 
 def test_resume_refuses_a_changed_config(tmp_path):

@@ -19,6 +19,10 @@ EXAMPLES = """examples:
   sftlab data check examples/trec6.yaml --write-clean clean/ --relabel
   sftlab export runs/smollm2_commonsense_lora --merge --output merged/
   sftlab chat runs/smollm2_commonsense_lora --temperature 0.7
+  sftlab report runs/trec6                           # runs/trec6/report.html again
+  sftlab report runs/a runs/b --output compare.html  # overlaid curves, metrics, differing settings
+  sftlab serve runs/trec6 --port 8000                # REST API + web page on http://127.0.0.1:8000/
+  sftlab export runs/trec6 --format onnx --quantize int8
 """
 
 
@@ -93,14 +97,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--batch-size", type=int, default=None)
     predict.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    predict.add_argument(
+        "--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+        help="onnx / onnx-int8: onnxruntime on RUN/onnx/model.onnx / model.int8.onnx (sftlab export --format onnx)",
+    )  # fmt: skip
     _generation_options(predict)
 
     export = commands.add_parser("export", help="write a finished run as a plain transformers model folder")
     export.add_argument("output_dir", type=Path, help="a finished run's output_dir")
-    export.add_argument("--output", type=Path, required=True, help="folder for the model (must not exist)")
+    export.add_argument(
+        "--format", choices=["transformers", "onnx"], default="transformers",
+        help="transformers: a model folder (--output); onnx: RUN/onnx/model.onnx, parity-checked",
+    )  # fmt: skip
+    export.add_argument(
+        "--quantize", choices=["int8"], default=None, help="onnx: also an int8 model.int8.onnx"
+    )
+    export.add_argument(
+        "--output", type=Path, default=None, help="transformers: folder for the model (must not exist)"
+    )
     export.add_argument(
         "--merge", action="store_true", help="fold a LoRA adapter into the weights (needed for adapter runs)"
     )
+
+    report = commands.add_parser(
+        "report", help="write a run's report.html again, or compare several runs in one page"
+    )
+    report.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="finished runs' output_dirs")
+    report.add_argument(
+        "--output", type=Path, default=None,
+        help="HTML file (default: RUN/report.html for one run, comparison.html for several)",
+    )  # fmt: skip
+
+    serve = commands.add_parser("serve", help="serve a finished run: REST API and web page (FastAPI)")
+    serve.add_argument("output_dir", type=Path, help="a finished run's output_dir")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--backend",
+        choices=["torch", "onnx", "onnx-int8"],
+        default="torch",
+        help="onnx / onnx-int8: onnxruntime on RUN/onnx/ (sftlab export --format onnx)",
+    )
+    serve.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    serve.add_argument("--max-batch-size", type=int, default=32, help="most inputs in one model call")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill up")
+    serve.add_argument("--max-inputs", type=int, default=64, help="most inputs per request (else 413)")
+    serve.add_argument("--max-chars", type=int, default=10_000, help="most characters per text (else 413)")
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=1_000_000, help="largest request body (else 413)"
+    )
+    _generation_options(serve)
 
     chat = commands.add_parser("chat", help="talk to a finished causal_lm run (one message per line)")
     chat.add_argument("output_dir", type=Path, help="a finished causal_lm run's output_dir")
@@ -299,11 +345,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from sftlab.errors import SftlabError
-    from sftlab.predictor import load
 
     if args.batch_size is not None and args.batch_size < 1:
         raise SftlabError(f"--batch-size: must be at least 1 (got {args.batch_size})")
-    predictor = load(args.output_dir, precision=args.precision)
+    predictor = _load_predictor(args)
     _apply_generation_options(predictor, args)
     table, predictions = predictor.predict_file(args.input, args.batch_size)
     # Each output line echoes the input column it was predicted from, then the task's prediction fields.
@@ -323,6 +368,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sftlab.outputs import atomic_directory
     from sftlab.predictor import load
 
+    if args.format == "onnx":
+        from sftlab.onnx_export import export_onnx
+
+        if args.output is not None:
+            raise SftlabError("--output: ONNX exports go to RUN/onnx/ (where --backend onnx finds them)")
+        folder = export_onnx(args.output_dir, args.quantize)
+        print(f"wrote {folder}/ (model.onnx{', model.int8.onnx' if args.quantize else ''}, export.json)")
+        return 0
+    if args.quantize:
+        raise SftlabError("--quantize: applies to --format onnx")
+    if args.output is None:
+        raise SftlabError("--output: required for --format transformers (a folder that does not exist)")
     if is_adapter_dir(args.output_dir / "model") and not args.merge:
         raise SftlabError(
             f"{args.output_dir}: is a LoRA run; pass --merge to fold the adapter into a full model"
@@ -359,6 +416,51 @@ def cmd_chat(args: argparse.Namespace) -> int:
         reply = predictor.predict([{"messages": messages}])[0]["answer"]
         messages.append({"role": "assistant", "content": reply})
         print(reply, flush=True)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sftlab.reporting.run_report import write_comparison, write_run_report
+
+    if len(args.runs) == 1:
+        write_run_report(args.runs[0], output=args.output, echo=print)
+        return 0
+    output = args.output or Path("comparison.html")
+    write_comparison(args.runs, output)
+    print(f"wrote {output} (comparison of {len(args.runs)} runs)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sftlab.errors import SftlabError
+    from sftlab.serving.app import Limits, create_app, serve
+
+    for name in ("max_batch_size", "max_inputs", "max_chars", "max_body_bytes", "port"):
+        if getattr(args, name) < 1:
+            raise SftlabError(f"--{name.replace('_', '-')}: must be at least 1 (got {getattr(args, name)})")
+    if args.max_wait_ms < 0:
+        raise SftlabError(f"--max-wait-ms: must be 0 or more (got {args.max_wait_ms})")
+    predictor = _load_predictor(args)
+    _apply_generation_options(predictor, args)
+    limits = Limits(args.max_inputs, args.max_chars, args.max_body_bytes)
+    app = create_app(predictor, args.backend, limits, args.max_batch_size, args.max_wait_ms / 1000)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"sftlab: warning: serving on {args.host}, reachable from other machines; there is no "
+              "authentication", file=sys.stderr)  # fmt: skip
+    print(f"sftlab: serving {args.output_dir} ({predictor.config.task}, {args.backend}) on "
+          f"http://{args.host}:{args.port}/", file=sys.stderr, flush=True)  # fmt: skip
+    serve(app, args.host, args.port)
+    return 0
+
+
+def _load_predictor(args: argparse.Namespace) -> object:
+    """The run's predictor for --backend torch (PyTorch) or onnx (onnxruntime on RUN/onnx/)."""
+    if args.backend in ("onnx", "onnx-int8"):
+        from sftlab.onnx_export import load_onnx
+
+        return load_onnx(args.output_dir, quantized=args.backend == "onnx-int8")
+    from sftlab.predictor import load
+
+    return load(args.output_dir, precision=args.precision)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -434,6 +536,8 @@ COMMANDS = {
     "data": cmd_data,
     "export": cmd_export,
     "chat": cmd_chat,
+    "report": cmd_report,
+    "serve": cmd_serve,
 }
 
 

@@ -435,12 +435,29 @@ class Config(_Section):
     """`sftlab select`: which candidate models to rank, and how."""
     data_check: DataCheckConfig = Field(default_factory=DataCheckConfig)
     """`sftlab data check`: near-copy similarity, the K-fold label check, where the report goes."""
+    report: bool = True
+    """Write OUTPUT_DIR/report.html at the end of the run (curves, confusion matrix, calibration, samples)."""
+    track: Literal["auto"] | list[str] = "auto"
+    """Experiment trackers (accelerate's: tensorboard, mlflow, wandb, trackio, ...) fed the training log
+    and the config; local ones write under OUTPUT_DIR/logs. auto = tensorboard when installed; [] = none."""
 
     @field_validator("model")
     @classmethod
     def _model_not_empty(cls, value: str | EncoderDecoderSpec) -> str | EncoderDecoderSpec:
         if isinstance(value, str) and not value.strip():
             raise ValueError("must name a model")
+        return value
+
+    @field_validator("track")
+    @classmethod
+    def _known_trackers(cls, value: str | list[str]) -> str | list[str]:
+        from sftlab.tracking import KNOWN_TRACKERS
+
+        for name in value if isinstance(value, list) else []:
+            if name not in KNOWN_TRACKERS:
+                close = difflib.get_close_matches(name, KNOWN_TRACKERS, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(f"unknown tracker '{name}'{hint}; choose from {', '.join(KNOWN_TRACKERS)}")
         return value
 
     @model_validator(mode="after")

@@ -81,7 +81,9 @@ class Predictor:
             if path.suffix.lower() == ".txt" and path.is_file()
             else read_table(path)
         )
-        return table, self.predict_table(table, batch_size)
+        return table, predict_with_progress(
+            lambda part: self.predict_table(part, batch_size), table, f"predicting {path.name}"
+        )
 
     def evaluate(self, path: Path | str, batch_size: int | None = None) -> dict[str, Any]:
         """Metrics on a labeled file; a label the model does not know is an error naming the line."""
@@ -92,6 +94,25 @@ class Predictor:
 
     def report(self, metrics: dict[str, Any], title: str) -> str:
         return self.task.report(metrics, title)
+
+
+def predict_with_progress(
+    predict_table: Any, table: Table, description: str, chunk: int = 256
+) -> list[dict[str, Any]]:
+    """`predict_table` over `table` in chunks of rows, with a progress bar on stderr once it takes more than
+    two seconds (none when stderr is not a terminal)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    predictions: list[dict[str, Any]] = []
+    with tqdm(total=len(table), desc=description, unit="input", file=sys.stderr, disable=None, leave=False,
+              delay=2) as progress:  # fmt: skip
+        for start in range(0, len(table), chunk):
+            part = table.subset(list(range(start, min(start + chunk, len(table)))))
+            predictions.extend(predict_table(part))
+            progress.update(len(part))
+    return predictions
 
 
 def read_lines(path: Path, column: str) -> Table:

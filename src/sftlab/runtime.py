@@ -6,6 +6,7 @@ import functools
 import os
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -201,9 +202,12 @@ def release_freed_memory() -> None:
         malloc_trim(0)
 
 
-def make_accelerator(device: str, precision: str) -> tuple[Any, str]:
+def make_accelerator(
+    device: str, precision: str, log_with: list[str] | None = None, logging_dir: Path | None = None
+) -> tuple[Any, str]:
     """An accelerate.Accelerator (one process, or the processes `accelerate launch` started) and the
-    precision it runs in."""
+    precision it runs in. `log_with`: accelerate trackers (see sftlab.tracking), local ones under
+    `logging_dir`; `tracking.Tracking` opens them at the first log record, once the output directory exists."""
     from accelerate import Accelerator
 
     use_cuda = wants_cuda(device)
@@ -218,7 +222,8 @@ def make_accelerator(device: str, precision: str) -> tuple[Any, str]:
     # a hyperparameter search) may want another precision. The process group (PartialState) is kept.
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed, cpu=not use_cuda), resolved
+    trackers = {"log_with": log_with, "project_dir": logging_dir} if log_with else {}
+    return Accelerator(mixed_precision=mixed, cpu=not use_cuda, **trackers), resolved
 
 
 def set_seed(seed: int) -> None:

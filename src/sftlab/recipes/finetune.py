@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from sftlab.errors import SftlabError
 from sftlab.models import load_tokenizer, locate_model, quiet_transformers
 from sftlab.outputs import check_output_dir, release_lock, staged_output
 from sftlab.recipes.data_check import pre_training_checks
+from sftlab.reporting.run_report import environment, write_run_report
 from sftlab.runtime import make_accelerator, set_seed
 from sftlab.tasks import task_class
+from sftlab.tracking import Tracking, logging_dir, resolve_trackers
 
 
 @dataclass
@@ -59,6 +62,7 @@ def finetune(
 
     # --- setup: everything that can be wrong with the input fails here, before the output dir is touched
     check_output_dir(config.output_dir, overwrite, resume=bool(resume))
+    trackers = resolve_trackers(config.track)
     checkpoint, saved = resolve_resume(resume, config.output_dir) if resume else (None, {})
     tables = load_tables(config.data)
     fingerprint = data_fingerprint(tables)
@@ -79,17 +83,23 @@ def finetune(
     precision = (
         saved.get("precision", config.train.precision) if checkpoint is not None else config.train.precision
     )
-    accelerator, precision = make_accelerator(config.train.device, precision)
+    accelerator, precision = make_accelerator(
+        config.train.device, precision, trackers, logging_dir(config.output_dir)
+    )
+    tracking = Tracking(accelerator, config.to_yaml_dict(), then=on_log)
     set_seed(config.train.seed)
     model = task.load_model(location, config)
 
     # --- fit: the engine trains, reports at each evaluation, and hands back the best model
-    fitted = fit(
-        task, encoded, model, config, accelerator, precision, pad_id, output_dir=config.output_dir,
-        overwrite=overwrite, resume=(checkpoint, saved) if checkpoint is not None else None, state=state,
-        on_evaluation=on_evaluation, on_log=on_log, echo=echo, where=tables["train"].where,
-        fingerprint=fingerprint,
-    )  # fmt: skip
+    try:
+        fitted = fit(
+            task, encoded, model, config, accelerator, precision, pad_id, output_dir=config.output_dir,
+            overwrite=overwrite, resume=(checkpoint, saved) if checkpoint is not None else None, state=state,
+            on_evaluation=on_evaluation, on_log=tracking.on_log, echo=echo, where=tables["train"].where,
+            fingerprint=fingerprint,
+        )  # fmt: skip
+    finally:
+        tracking.end()
     run, model = fitted.state, fitted.model
 
     # --- final evaluation of the best model, then save
@@ -115,6 +125,7 @@ def finetune(
         best_metric=run.best_value,
         best_step=run.best_step,
         best_epoch=run.best_epoch,
+        environment=environment(accelerator.device, precision, accelerator.num_processes),
     )
     report = task.report(
         final,
@@ -130,6 +141,16 @@ def finetune(
         remove_checkpoints(config.output_dir)
         release_lock(config.output_dir)
         log(report)
-        log(f"\nsaved to {config.output_dir}/ (model/, config.yaml, metrics.json)")
+        if config.report:
+            predict = functools.partial(task.predict, model, tokenizer, pad_token_id=pad_id,
+                                        batch_size=config.train.eval_batch_size, device=accelerator.device,
+                                        autocast=accelerator.autocast)  # fmt: skip
+            try:
+                write_run_report(config.output_dir, predict, tables)
+            except Exception as error:  # the run is saved; a failed report must not make it look failed
+                print(f"sftlab: warning: report.html not written: {error}", file=sys.stderr)
+        log(
+            f"\nsaved to {config.output_dir}/ (model/, config.yaml, metrics.json{', report.html' if config.report else ''})"
+        )
     accelerator.wait_for_everyone()
     return FinetuneResult(config.output_dir, final, run.history, report, run.log_history, run)
