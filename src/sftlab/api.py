@@ -10,7 +10,7 @@ from sftlab.predictor import Predictor, load
 from sftlab.recipes.finetune import FinetuneResult
 from sftlab.recipes.finetune import finetune as run_finetune
 
-__all__ = ["Predictor", "finetune", "load"]
+__all__ = ["Predictor", "finetune", "load", "meta_learn"]
 
 
 def finetune(
@@ -28,6 +28,18 @@ def finetune(
     `on_evaluation(state, metrics)` runs at every validation evaluation (return True to stop training);
     `on_log(state, record)` receives the training and validation records (see `sftlab.engine`)."""
     resolved = load_config(config, overrides)
+    if resolved.task == "multitask" or resolved.few_shot is not None:
+        from sftlab.errors import SftlabError
+
+        if resume:
+            raise SftlabError("--resume: few-shot and multi-task runs train in memory and cannot be resumed")
+        if resolved.task == "multitask":
+            from sftlab.recipes.multitask import train_multitask
+
+            return train_multitask(resolved, overwrite=overwrite, echo=echo)
+        from sftlab.recipes.few_shot import train_few_shot
+
+        return train_few_shot(resolved, overwrite=overwrite, echo=echo)
     return run_finetune(
         resolved, overwrite=overwrite, echo=echo, resume=resume, on_evaluation=on_evaluation, on_log=on_log
     )
@@ -45,3 +57,14 @@ def data_check(
     from sftlab.recipes.data_check import data_check as run_data_check
 
     return run_data_check(load_config(config, overrides), write_clean, relabel=relabel, echo=echo)
+def meta_learn(
+    config: Config | dict[str, Any] | str | Path | None = None,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
+    echo: bool = True,
+) -> dict[str, Any]:
+    """Meta-learn an initialisation with Reptile as the config's `meta:` section says (`sftlab meta`);
+    the encoder is saved to output_dir/model, usable as `model:`. Returns metrics.json's content."""
+    from sftlab.recipes.meta import meta_learn as run_meta
+
+    return run_meta(load_config(config, overrides), overwrite=overwrite, echo=echo)

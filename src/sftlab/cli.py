@@ -13,6 +13,9 @@ EXAMPLES = """examples:
   sftlab train examples/trec6.yaml --resume          # continue a killed run exactly
   sftlab plan examples/trec6.yaml freeze.bottom_layers=4
   sftlab select examples/select_trec6.yaml --models minilm,paraphrase_minilm_l3 --confirm 2
+  sftlab train examples/trec6_few_shot.yaml          # contrastive few-shot (8 per label)
+  sftlab train examples/multitask_trec6_sms.yaml     # two tasks, one encoder
+  sftlab meta examples/meta_trec50.yaml               # Reptile over TREC's fine labels
   sftlab eval runs/trec6 --data my_labeled.csv
   sftlab predict runs/trec6 --input questions.txt --output predictions.jsonl
   sftlab datasets list
@@ -71,10 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing selection in output_dir"
     )
     select.add_argument("--quiet", action="store_true", help="print only errors")
+    meta = commands.add_parser(
+        "meta", help="meta-learn an initialisation with Reptile over N-way K-shot episodes"
+    )
+    meta.add_argument("config", type=Path, help="YAML config file (its meta: section)")
+    meta.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. meta.k_shot=4"
+    )
+    meta.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
+    meta.add_argument("--quiet", action="store_true", help="print only errors")
 
     plan = commands.add_parser("plan", help="show what a config will train, without training")
     plan.add_argument("config", type=Path, help="YAML config file")
     plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    plan.add_argument(
+        "--meta", action="store_true", help="describe what `sftlab meta` would do with this config"
+    )
 
     evaluate = commands.add_parser("eval", help="evaluate a finished run on a labeled file")
     evaluate.add_argument("output_dir", type=Path, help="a finished run's output_dir")
@@ -313,14 +328,19 @@ def cmd_data(args: argparse.Namespace) -> int:
     from sftlab.recipes.data_check import data_check
 
     data_check(config, args.write_clean, relabel=args.relabel, remove=remove)
+def cmd_meta(args: argparse.Namespace) -> int:
+    from sftlab.api import meta_learn
+
+    meta_learn(args.config, args.overrides, overwrite=args.overwrite, echo=not args.quiet)
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from sftlab.config import load_config
-    from sftlab.recipes.plan import describe_plan
+    from sftlab.recipes.plan import describe_meta, describe_plan
 
-    print(describe_plan(load_config(args.config, args.overrides)))
+    config = load_config(args.config, args.overrides)
+    print(describe_meta(config) if args.meta else describe_plan(config))
     return 0
 
 
@@ -528,6 +548,7 @@ COMMANDS = {
     "train": cmd_train,
     "plan": cmd_plan,
     "select": cmd_select,
+    "meta": cmd_meta,
     "eval": cmd_eval,
     "predict": cmd_predict,
     "datasets": cmd_datasets,

@@ -92,6 +92,11 @@ class DataConfig(_Section):
     check: Literal["warn", "error", "off"] = "warn"
     """Before training, the cheap data checks (duplicates, leakage, conflicts, truncation): warn prints one
     line per problem, error also stops on leakage or conflicting labels (exit 2, nothing written), off skips."""
+    samples_per_class: int | None = Field(default=None, ge=1)
+    """classification: train on a seeded, stratified few-shot draw of N training examples per label (all of
+    a label's examples when it has fewer); null trains on all. Validation and test are untouched."""
+    sample_seed: int = Field(default=0, ge=0)
+    """Seed of the samples_per_class draw: each seed is another few-shot training set."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -399,13 +404,104 @@ class SelectConfig(_Section):
         return value
 
 
+class FewShotConfig(_Section):
+    method: Literal["contrastive"] = "contrastive"
+    """contrastive (SetFit-style): the encoder learns from same-label / different-label pairs (cosine
+    similarity loss on the pooled embedding), then the classification head trains on top."""
+    pairs_per_example: int = Field(default=40, ge=1)
+    """Contrastive pairs per training example and epoch, half same-label, half different-label (SetFit's
+    num_iterations=20 is 40); pairs are drawn on the fly, never listed."""
+    max_pairs: int | None = Field(default=4000, ge=2)
+    """Cap on the contrastive pairs per epoch (more examples need fewer pairs each); null: no cap."""
+    pair_batch_size: int = Field(default=16, ge=2)
+    """Pairs per contrastive optimizer step (even: half same-label, half different-label)."""
+    contrastive_epochs: int = Field(default=1, ge=1, le=100)
+    """Passes of the contrastive stage (each over max(pairs) freshly drawn pairs)."""
+    contrastive_learning_rate: float = Field(default=2e-5, gt=0.0, le=1.0)
+    """Peak learning rate of the encoder in the contrastive stage."""
+    head_epochs: int = Field(default=25, ge=1, le=1000)
+    """Epochs of the head stage (encoder frozen: its output is computed once, so epochs are cheap)."""
+    head_learning_rate: float = Field(default=1e-2, gt=0.0, le=10.0)
+    """Peak learning rate of the head stage."""
+    end_to_end_epochs: int = Field(default=0, ge=0, le=1000)
+    """Optional last stage: epochs of training the whole model (encoder and head); 0 skips it."""
+    end_to_end_learning_rate: float = Field(default=1e-5, gt=0.0, le=1.0)
+    """Peak learning rate of the end-to-end stage."""
+
+    @field_validator("pair_batch_size")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even (half same-label, half different-label pairs per batch)")
+        return value
+
+
+class TaskSection(_Section):
+    name: str
+    """The task's name: its metrics are reported as NAME/metric and its model saved in output_dir/NAME/."""
+    task: Literal["classification", "token_classification"] = "classification"
+    """What this task fine-tunes for (its own head on the shared encoder)."""
+    data: DataConfig
+    """This task's training, validation and test data."""
+    loss: LossConfig = Field(default_factory=LossConfig)
+    """This task's training loss."""
+    weight: float = Field(default=1.0, gt=0.0)
+    """Multiplies this task's loss (per-task loss weight)."""
+    metric_for_best: str | None = None
+    """Validation metric that picks this task's saved model (null: the task's main metric, e.g. accuracy)."""
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value) or value in ("checkpoints", "model"):
+            raise ValueError(
+                "must be a plain folder name (letters, digits, _ . -), not 'model' or 'checkpoints'"
+            )
+        return value
+
+
+class MultiTaskConfig(_Section):
+    sampler: Literal["proportional", "temperature", "annealed"] = "temperature"
+    """Which task each step trains: p_i ∝ n_i^(1/T) with T = 1 (proportional), T = multitask.temperature
+    (temperature), or 1/T falling from 1 to 0.2 over the epochs (annealed, PALs)."""
+    temperature: float = Field(default=2.0, gt=0.0, le=100.0)
+    """T of the temperature sampler: 1 is proportional to the task sizes, larger flattens towards uniform."""
+
+
+class MetaConfig(_Section):
+    n_way: int = Field(default=5, ge=2)
+    """Labels per episode (N-way)."""
+    k_shot: int = Field(default=8, ge=1)
+    """Training (support) examples per label in an episode (K-shot)."""
+    query: int = Field(default=8, ge=1)
+    """Evaluation (query) examples per label in an episode."""
+    meta_steps: int = Field(default=50, ge=1)
+    """Reptile meta-updates."""
+    meta_batch: int = Field(default=2, ge=1)
+    """Episodes adapted to per meta-update (their adapted weights are averaged)."""
+    inner_steps: int = Field(default=5, ge=1)
+    """Optimizer steps of the inner loop on each episode's support set."""
+    inner_learning_rate: float = Field(default=5e-5, gt=0.0, le=1.0)
+    """Learning rate of the inner loop (AdamW, constant)."""
+    epsilon: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Reptile step size at the first meta-update: θ <- θ + ε (θ' - θ)."""
+    final_epsilon: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Reptile step size at the last meta-update (annealed linearly)."""
+    held_out_labels: int = Field(default=10, ge=0)
+    """Labels kept out of meta-training (seeded); the final comparison adapts to episodes of these."""
+    eval_episodes: int = Field(default=10, ge=0)
+    """Held-out episodes adapted to at the end, from the meta-learned and from the pretrained weights."""
+    eval_shots: list[int] = Field(default_factory=lambda: [4, 8, 16])
+    """K-shot settings of the final comparison."""
+
+
 class Config(_Section):
-    task: Literal["classification", "token_classification", "question_answering", "seq2seq", "causal_lm"] = (
-        "classification"
-    )
+    task: Literal[
+        "classification", "token_classification", "question_answering", "seq2seq", "causal_lm", "multitask"
+    ] = "classification"
     """What to fine-tune for: classification (texts, text pairs, multi-label), token_classification (NER,
     POS), question_answering (extractive), seq2seq (translation, summarization), causal_lm (instruction SFT
-    of a decoder language model)."""
+    of a decoder language model), multitask (the `tasks:` list sharing one encoder)."""
     model: str | EncoderDecoderSpec = "minilm"
     """A built-in model name (`sftlab models list`), a local folder, or a Hugging Face Hub name; for
     seq2seq also `{encoder: minilm, decoder: minilm}` to warm-start an encoder-decoder from encoders."""
@@ -440,6 +536,15 @@ class Config(_Section):
     track: Literal["auto"] | list[str] = "auto"
     """Experiment trackers (accelerate's: tensorboard, mlflow, wandb, trackio, ...) fed the training log
     and the config; local ones write under OUTPUT_DIR/logs. auto = tensorboard when installed; [] = none."""
+    few_shot: FewShotConfig | None = None
+    """classification: few-shot training (e.g. {method: contrastive}): contrastive pairs, then the head;
+    null is plain fine-tuning."""
+    tasks: list[TaskSection] = Field(default_factory=list)
+    """task multitask: the tasks sharing one encoder, each {name, task, data, loss, weight}."""
+    multitask: MultiTaskConfig = Field(default_factory=MultiTaskConfig)
+    """task multitask: how steps are shared between the tasks."""
+    meta: MetaConfig = Field(default_factory=MetaConfig)
+    """`sftlab meta`: Reptile meta-learning over N-way K-shot episodes of the data's labels."""
 
     @field_validator("model")
     @classmethod
@@ -464,6 +569,23 @@ class Config(_Section):
     def _encoder_decoder_needs_seq2seq(self) -> Config:
         if isinstance(self.model, EncoderDecoderSpec) and self.task != "seq2seq":
             raise ValueError("model: {encoder, decoder} builds an encoder-decoder; it needs task: seq2seq")
+        return self
+
+    @model_validator(mode="after")
+    def _multitask_needs_tasks(self) -> Config:
+        if self.task == "multitask":
+            if len(self.tasks) < 2:
+                raise ValueError("task: multitask needs at least 2 entries in `tasks:`")
+            names = [section.name for section in self.tasks]
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"tasks: each name must be unique ({', '.join(repeated)} repeated)")
+        elif self.tasks:
+            raise ValueError("`tasks:` is for task: multitask")
+        if self.few_shot is not None and self.task != "classification":
+            raise ValueError("few_shot applies to task: classification")
+        if self.few_shot is not None and self.adapter is not None:
+            raise ValueError("few_shot trains the full encoder; it does not combine with adapter")
         return self
 
     def to_yaml_dict(self) -> dict[str, Any]:
@@ -495,15 +617,33 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     result = _deep_copy(values)
     for text in overrides:
         parts, value = parse_override(text)
-        node = result
+        node: Any = result
         for part in parts[:-1]:
+            if isinstance(node, list):  # a list of sections (`tasks:`): by position or by name
+                node = _list_item(node, part, text)
+                continue
             child = node.get(part)
-            if not isinstance(child, dict):
+            if not isinstance(child, dict | list):
                 child = {}
                 node[part] = child
             node = child
+        if isinstance(node, list):
+            raise SftlabError(f"override '{text}': '{parts[-1]}' names a list entry; set one of its keys")
         node[parts[-1]] = value
     return result
+
+
+def _list_item(items: list[Any], part: str, text: str) -> dict[str, Any]:
+    """`tasks.0.data.x=1` or `tasks.trec6.data.x=1`: the entry at that position, or with that name."""
+    if part.isdigit() and int(part) < len(items) and isinstance(items[int(part)], dict):
+        return items[int(part)]
+    for item in items:
+        if isinstance(item, dict) and item.get("name") == part:
+            return item
+    names = [str(item.get("name")) for item in items if isinstance(item, dict)]
+    raise SftlabError(
+        f"override '{text}': no entry '{part}' (give a position 0-{len(items) - 1} or a name: {', '.join(names)})"
+    )
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -624,13 +764,18 @@ def _field_location(parts: list[str]) -> tuple[str, ...]:
     """Keep the path through real config sections and fields; drop pydantic's union tags."""
     model: type[BaseModel] | None = Config
     kept: list[str] = []
-    union_tag_next = False
+    union_tag_next = index_next = False
     for part in parts:
+        if index_next:  # a list of sections (tasks:): the entry's position, then that section's fields
+            index_next = False
+            if part.isdigit():
+                kept.append(part)
+                continue
         if union_tag_next:  # pydantic names the union member it tried (model: str | EncoderDecoderSpec)
             union_tag_next = False
             if model is not None and part == model.__name__:
                 continue
-            break
+            # A nullable section (few_shot: FewShotConfig | None) gets no tag: `part` is one of its fields.
         if model is None:
             break
         kept.append(part)
@@ -639,6 +784,7 @@ def _field_location(parts: list[str]) -> tuple[str, ...]:
             break
         model = _section_model(field.annotation)
         union_tag_next = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        index_next = typing.get_origin(field.annotation) is list
     return tuple(kept)
 
 
@@ -661,6 +807,8 @@ def _lookup(values: Any, location: list[str]) -> Any:
     for part in location:
         if isinstance(node, dict) and part in node:
             node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
         else:
             return _MISSING
     return node
@@ -669,6 +817,8 @@ def _lookup(values: Any, location: list[str]) -> Any:
 def _allowed_keys(location: list[str]) -> list[str]:
     model: type[BaseModel] = Config
     for part in location:
+        if part.isdigit():  # a position in a list of sections
+            continue
         field = model.model_fields.get(part)
         section = _section_model(getattr(field, "annotation", None))
         if section is None:
@@ -677,8 +827,12 @@ def _allowed_keys(location: list[str]) -> list[str]:
     return list(model.model_fields)
 
 
-def _deep_copy(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: _deep_copy(value) if isinstance(value, dict) else value for key, value in values.items()}
+def _deep_copy(values: Any) -> Any:
+    if isinstance(values, dict):
+        return {key: _deep_copy(value) for key, value in values.items()}
+    if isinstance(values, list):
+        return [_deep_copy(value) for value in values]
+    return values
 
 
 def field_docs(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
@@ -690,7 +844,7 @@ def field_docs(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[
         if section is not None:
             rows.extend(field_docs(section, prefix=f"{key}."))
         else:
-            default = field.get_default(call_default_factory=True)
+            default = "(required)" if field.is_required() else field.get_default(call_default_factory=True)
             rows.append((key, "null" if default is None else str(default), field.description or ""))
     return rows
 

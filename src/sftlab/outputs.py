@@ -166,9 +166,10 @@ def release_lock(output_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_output(output_dir: Path) -> Iterator[Path]:
-    """Yield a staging folder inside `output_dir`; on success its entries replace the final outputs, with
-    `metrics.json` (the finished-run marker) moved last. On any error the staging folder is removed."""
+def staged_output(output_dir: Path, extra_entries: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a staging folder inside `output_dir`; on success its entries replace the final outputs (plus
+    `extra_entries`, e.g. a multi-task run's task folders), with `metrics.json` (the finished-run marker)
+    moved last. On any error the staging folder is removed."""
     staging = output_dir / f".final.partial-{os.getpid()}"
     try:
         for leftover in output_dir.glob(".final.partial-*"):  # from a run killed while saving
@@ -178,7 +179,7 @@ def staged_output(output_dir: Path) -> Iterator[Path]:
         raise SftlabError(f"output_dir {output_dir}: cannot write: {error.strerror or error}") from None
     try:
         yield staging
-        for name in FINAL_ENTRIES:
+        for name in (*extra_entries, *FINAL_ENTRIES):
             source, target = staging / name, output_dir / name
             if not source.exists():
                 continue

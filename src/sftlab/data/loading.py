@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from sftlab.catalog.datasets import SPLIT_SEED, fetch_dataset, stratified_split
 from sftlab.config import DataConfig
-from sftlab.data.readers import Table, read_table
+from sftlab.data.episodes import samples_per_class
+from sftlab.data.readers import Table, read_table, require_columns
+from sftlab.errors import SftlabError
 
 
 def load_tables(data: DataConfig) -> dict[str, Table]:
@@ -28,6 +30,8 @@ def load_tables(data: DataConfig) -> dict[str, Table]:
         labels = [str(row[data.label_column]) if has_labels else "" for row in train.rows]
         keep, held_out, _ = stratified_split(labels, (data.validation_fraction, 0.0), SPLIT_SEED)
         tables["train"], tables["validation"] = train.subset(keep), train.subset(held_out)
+    if data.samples_per_class is not None:
+        tables["train"] = few_shot_draw(tables["train"], data)
     if data.max_train_samples is not None:
         tables["train"] = tables["train"].subset(
             list(range(min(data.max_train_samples, len(tables["train"]))))
@@ -39,3 +43,19 @@ def load_tables(data: DataConfig) -> dict[str, Table]:
                     list(range(min(data.max_eval_samples, len(tables[split]))))
                 )
     return tables
+
+
+def few_shot_draw(train: Table, data: DataConfig) -> Table:
+    """`data.samples_per_class` training rows per label, drawn with `data.sample_seed` (stratified)."""
+    assert data.samples_per_class is not None
+    require_columns(train, [data.label_column])
+    labels = []
+    for index, row in enumerate(train.rows):
+        label = row[data.label_column]
+        if isinstance(label, list):
+            raise SftlabError(
+                f"{train.where(index)}: data.samples_per_class draws per label, but '{data.label_column}' "
+                "holds a list (multi-label data)"
+            )
+        labels.append(str(label))
+    return train.subset(samples_per_class(labels, data.samples_per_class, data.sample_seed))

@@ -19,6 +19,10 @@ from sftlab.tasks import task_class
 
 def describe_plan(config: Config) -> str:
     quiet_transformers()
+    if config.task == "multitask":
+        return describe_multitask(config)
+    if config.few_shot is not None:
+        return describe_few_shot(config)
     tables = load_tables(config.data)
     task = task_class(config.task).from_config(config, tables)
     model = task.load_model(locate_model(config.model), config)
@@ -109,3 +113,97 @@ def _layers_in_order(model, trainable) -> list[tuple[str, list[str]]]:  # type: 
         return [(group.name, [name for name, _ in group.parameters]) for group in layer_groups(model)]
     except SftlabError:
         return [("all", [name for name, _ in model.named_parameters()])]
+
+
+def describe_few_shot(config: Config) -> str:
+    """The contrastive stage's pairs and steps, then each later stage's ordinary plan."""
+    from sftlab.data.pairs import pairs_per_epoch
+    from sftlab.recipes.few_shot import stage_configs
+
+    few = config.few_shot
+    assert few is not None
+    tables = load_tables(config.data)
+    num_train = len(tables["train"])
+    pairs = pairs_per_epoch(num_train, few.pairs_per_example, few.max_pairs)
+    steps = -(-pairs // few.pair_batch_size) * few.contrastive_epochs
+    lines = [
+        f"plan: few-shot {few.method} | model {config.model} | train {num_train} examples"
+        + (
+            f" ({config.data.samples_per_class} per label, sample_seed {config.data.sample_seed})"
+            if config.data.samples_per_class
+            else ""
+        ),  # fmt: skip
+        f"stage contrastive: {few.contrastive_epochs} epochs x {pairs} pairs (half same-label, drawn on the fly) = "
+        f"{steps} steps of {few.pair_batch_size} pairs ({2 * few.pair_batch_size} texts) | encoder lr "
+        f"{few.contrastive_learning_rate:.1e}, schedule {config.schedule.name} | loss (cos(u, v) - same)^2",
+    ]
+    for name, stage_config in stage_configs(config)[1:]:
+        lines += ["", f"stage {name}:", describe_plan(stage_config)]
+    return "\n".join(lines)
+
+
+def describe_multitask(config: Config) -> str:
+    """Each task's size and head, the sampler's probabilities per epoch, and the steps."""
+    from sftlab.data.task_sampling import sampler_temperature, task_probabilities
+    from sftlab.recipes.multitask import setup_tasks
+
+    multi, tables, _ = setup_tasks(config)
+    train = config.train
+    sizes = [len(own["train"]) for own in tables]
+    batches = [len(plan_steps([1] * size, train.batch_size, 1, train.micro_batch_size, False, train.seed, epoch=0))
+               for size in sizes]  # fmt: skip
+    steps = sum(batches)
+    lines = [
+        f"plan: multitask | model {config.model} (one shared encoder) | {len(multi.tasks)} tasks | "
+        f"{train.epochs} epochs x {steps} steps = {steps * train.epochs} steps (batch {train.batch_size}, one task per step)",
+        f"sampler {config.multitask.sampler}: p_i ∝ n_i^(1/T)"
+        + (f", T = {config.multitask.temperature:g}" if config.multitask.sampler == "temperature" else ""),
+        "",
+        f"{'task':<16}{'kind':<22}{'train':>8}{'batches':>9}{'weight':>8}  head",
+    ]
+    for sub, size, count, section in zip(multi.tasks, sizes, batches, config.tasks, strict=True):
+        labels = len(getattr(sub.task, "label_names", []))
+        lines.append(
+            f"{sub.name:<16}{section.task:<22}{size:>8}{count:>9}{section.weight:>8g}  {labels} labels"
+        )
+    lines.append("")
+    for epoch in range(train.epochs):
+        temperature = sampler_temperature(
+            config.multitask.sampler, config.multitask.temperature, epoch, train.epochs
+        )
+        shares = task_probabilities(sizes, temperature)
+        lines.append(
+            f"epoch {epoch + 1}: T = {temperature:.3g} | "
+            + " | ".join(
+                f"{sub.name} p={p:.3f} (~{p * steps:.0f} steps)"
+                for sub, p in zip(multi.tasks, shares, strict=True)
+            )
+        )
+    lines.append("each task keeps its own best evaluation (its main metric on its validation split) and is "
+                 "saved as output_dir/NAME/")  # fmt: skip
+    return "\n".join(lines)
+
+
+def describe_meta(config: Config) -> str:
+    """`sftlab meta`: the label split, the episodes and how many adaptations the run makes."""
+    from sftlab.data.episodes import indices_by_label, split_label_sets
+
+    meta = config.meta
+    table = load_tables(config.data)["train"]
+    labels = [str(row[config.data.label_column]) for row in table.rows]
+    largest = max([meta.k_shot, *meta.eval_shots]) + meta.query
+    train_labels, held_out = split_label_sets(labels, meta.held_out_labels, largest, config.train.seed)
+    counts = {label: len(members) for label, members in indices_by_label(labels).items()}
+    adaptations = meta.meta_steps * meta.meta_batch
+    evaluations = meta.eval_episodes * len(meta.eval_shots) * 2
+    return "\n".join([
+        f"plan: meta (Reptile) | model {config.model} | {len(table)} training rows, {len(counts)} labels in "
+        f"'{config.data.label_column}', {len(train_labels) + len(held_out)} with at least {largest} examples",
+        f"meta-training labels ({len(train_labels)}): {', '.join(train_labels)}",
+        f"held-out labels ({len(held_out)}): {', '.join(held_out)}",
+        f"episodes: {meta.n_way}-way {meta.k_shot}-shot, {meta.query} query per label | {meta.meta_steps} meta-steps x "
+        f"{meta.meta_batch} episodes = {adaptations} adaptations of {meta.inner_steps} steps (lr {meta.inner_learning_rate:.1e})",
+        f"epsilon {meta.epsilon:g} -> {meta.final_epsilon:g} (linear) | final comparison: {meta.eval_episodes} held-out "
+        f"episodes at {', '.join(str(k) for k in meta.eval_shots)} shots, from both initialisations "
+        f"({evaluations} adaptations)",
+    ])  # fmt: skip

@@ -1,0 +1,90 @@
+"""Few-shot classification end to end: a real MiniLM, a real few-shot draw of TREC-6, the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from sftlab.config import load_config
+from sftlab.data.loading import load_tables
+from sftlab.errors import ConfigError, SftlabError
+
+FEW = ["data.samples_per_class=4", "few_shot.pairs_per_example=8", "few_shot.head_epochs=4",
+       "data.max_eval_samples=48", "data.max_length=32", "train.seed=3"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def few_shot_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("few") / "run"
+    result = run_cli(
+        "train", str(REPO / "examples" / "trec6_few_shot.yaml"), *FEW, f"output_dir={output}", "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+def test_samples_per_class_draws_a_seeded_stratified_training_set() -> None:
+    config = load_config(REPO / "examples" / "trec6_few_shot.yaml", ["data.samples_per_class=3"])
+    train = load_tables(config.data)["train"]
+    assert Counter(row["label"] for row in train.rows) == dict.fromkeys(
+        ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"], 3
+    )
+    again = load_tables(config.data)["train"]
+    other = load_config(
+        REPO / "examples" / "trec6_few_shot.yaml", ["data.samples_per_class=3", "data.sample_seed=1"]
+    )
+    assert again.rows == train.rows != load_tables(other.data)["train"].rows
+    fine = load_config(config, ["data.label_column=fine_label", "data.samples_per_class=2"])
+    assert len(load_tables(fine.data)["train"]) <= 100  # 50 fine labels, at most 2 each
+
+
+def test_few_shot_saves_an_ordinary_model_that_pipeline_loads_with_the_same_predictions(
+    few_shot_run, tmp_path
+) -> None:
+    from transformers import pipeline
+
+    metrics = json.loads((few_shot_run / "metrics.json").read_text())
+    assert metrics["train_examples"] == 24 and metrics["contrastive_pairs"] == 24 * 8
+    # The contrastive stage shaped the embedding: held-out pairs are closer to their targets after it.
+    assert metrics["validation_pairs"]["after"]["loss"] < metrics["validation_pairs"]["before"]["loss"]
+    files = {path.name for path in (few_shot_run / "model").iterdir()}
+    assert "model.safetensors" in files and not {
+        name for name in files if name.endswith((".pkl", ".bin", ".pt"))
+    }
+    assert json.loads((few_shot_run / "model" / "config.json").read_text())["architectures"] == [
+        "BertForSequenceClassification"
+    ]
+    texts = ["What is the capital of Peru ?", "Who wrote Hamlet ?", "How many feet are in a mile ?",
+             "What does NASA stand for ?", "Why is the sky blue ?", "What kind of animal is a dingo ?"]  # fmt: skip
+    source = tmp_path / "questions.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    output = tmp_path / "predictions.jsonl"
+    result = run_cli("predict", str(few_shot_run), "--input", str(source), "--output", str(output),
+                     "--precision", "fp32")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ours = [json.loads(line) for line in output.read_text().splitlines()]
+    theirs = pipeline("text-classification", model=str(few_shot_run / "model"), device="cpu")(texts)
+    assert [row["label"] for row in ours] == [row["label"] for row in theirs]
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert mine["score"] == pytest.approx(reference["score"], abs=1e-4)
+
+
+def test_few_shot_config_checks() -> None:
+    with pytest.raises(ConfigError, match="few_shot.pair_batch_size"):
+        load_config({"few_shot": {"pair_batch_size": 15}})
+    with pytest.raises(ConfigError, match="few_shot applies to task: classification"):
+        load_config({"task": "token_classification", "data": {"dataset": "wnut16"}, "few_shot": {}})
+    with pytest.raises(ConfigError, match="few_shot.pairs_per_exampel"):
+        load_config({"few_shot": {"pairs_per_exampel": 4}})
+
+
+def test_samples_per_class_refuses_multi_label_data(tmp_path) -> None:
+    data = tmp_path / "multi.jsonl"
+    data.write_text("\n".join(json.dumps({"text": f"t{i}", "label": ["a", "b"]}) for i in range(20)) + "\n")
+    config = load_config({"data": {"train": str(data), "samples_per_class": 2}})
+    with pytest.raises(SftlabError, match="multi-label"):
+        load_tables(config.data)
