@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,11 @@ class FinetuneResult:
 
 
 def finetune(
-    config: Config, overwrite: bool = False, echo: bool = True, resume: bool | Path | str = False
+    config: Config,
+    overwrite: bool = False,
+    echo: bool = True,
+    resume: bool | Path | str = False,
+    on_evaluation: Any = None,
 ) -> FinetuneResult:
     """Train as `config` says. `resume`: True continues from the latest checkpoint in output_dir, a path
     from that checkpoint (or run folder); the resumed run ends exactly where an uninterrupted one would."""
@@ -360,6 +365,12 @@ def finetune(
             if train_cfg.patience is not None and evaluations_since_best >= train_cfg.patience:
                 log(f"early stop: {metric_for_best} did not improve for {train_cfg.patience} evaluations")
                 stop = True
+            # Stand-in for the engine's evaluation callback (issue 12): True stops training now.
+            if on_evaluation is not None:
+                state = types.SimpleNamespace(
+                    step=step, epoch=epoch + 1, history=history, best_value=best["value"], best_step=best["step"]
+                )
+                stop = bool(on_evaluation(state, metrics)) or stop
             checkpoint_now()
             if stop:
                 break
