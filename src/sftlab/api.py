@@ -10,7 +10,7 @@ from sftlab.predictor import Predictor, load
 from sftlab.recipes.finetune import FinetuneResult
 from sftlab.recipes.finetune import finetune as run_finetune
 
-__all__ = ["Predictor", "finetune", "load"]
+__all__ = ["Predictor", "finetune", "load", "search"]
 
 
 def finetune(
@@ -25,3 +25,21 @@ def finetune(
     `resume=True` continues from the latest checkpoint in output_dir, `resume=PATH` from that checkpoint."""
     resolved = load_config(config, overrides)
     return run_finetune(resolved, overwrite=overwrite, echo=echo, resume=resume, on_evaluation=on_evaluation)
+
+
+def search(
+    config: Config | dict[str, Any] | str | Path | None = None,
+    overrides: list[str] | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    echo: bool = True,
+) -> Any:
+    """Hyperparameter search over the config's `search:` section (see docs/search.md); returns a
+    SearchResult (output_dir, best, trials, summary)."""
+    from sftlab.recipes.search import search as run_search
+
+    source = str(config) if isinstance(config, str | Path) else "config"
+    return run_search(load_config(config, overrides), source=source, workers=workers, storage=storage,
+                      resume=resume, overwrite=overwrite, echo=echo)  # fmt: skip

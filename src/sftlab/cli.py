@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   sftlab train examples/trec6.yaml train.epochs=2 output_dir=runs/quick --overwrite
   sftlab train examples/trec6.yaml --resume          # continue a killed run exactly
   sftlab plan examples/trec6.yaml freeze.bottom_layers=4
+  sftlab search examples/trec6_search.yaml search.trials=16 --workers 2
   sftlab eval runs/trec6 --data my_labeled.csv
   sftlab predict runs/trec6 --input questions.txt --output predictions.jsonl
   sftlab datasets list
@@ -45,6 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a killed run from the latest checkpoint in output_dir, or from PATH",
     )
     train.add_argument("--quiet", action="store_true", help="print only errors")
+
+    search = commands.add_parser(
+        "search", help="hyperparameter search over a config's search: section (Optuna)"
+    )
+    search.add_argument("config", type=Path, help="YAML config file with a search: section")
+    search.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. search.trials=8"
+    )
+    search.add_argument("--resume", action="store_true", help="continue a killed search in output_dir")
+    search.add_argument("--overwrite", action="store_true", help="replace an existing search in output_dir")
+    search.add_argument(
+        "--workers", type=int, default=1, help="trials run at once on this machine (default 1)"
+    )
+    search.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="study database shared by several machines, e.g. postgresql://user:pw@host/db "
+        "(default: OUTPUT_DIR/study.journal)",
+    )
+    search.add_argument("--quiet", action="store_true", help="print only errors")
 
     plan = commands.add_parser("plan", help="show what a config will train, without training")
     plan.add_argument("config", type=Path, help="YAML config file")
@@ -185,6 +207,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sftlab.api import finetune
 
     finetune(config, overwrite=args.overwrite, echo=not args.quiet, resume=resume)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from sftlab.config import load_config
+    from sftlab.recipes.search import search
+
+    config = load_config(args.config, args.overrides)
+    search(config, source=str(args.config), workers=args.workers, storage=args.storage, resume=args.resume,
+           overwrite=args.overwrite, echo=not args.quiet)  # fmt: skip
     return 0
 
 
@@ -342,6 +374,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train,
     "plan": cmd_plan,
+    "search": cmd_search,
     "eval": cmd_eval,
     "predict": cmd_predict,
     "datasets": cmd_datasets,
