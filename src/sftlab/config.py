@@ -606,7 +606,9 @@ def _field_location(parts: list[str]) -> tuple[str, ...]:
         if field is None:
             break
         model = _section_model(field.annotation)
-        union_tag_next = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        # pydantic tags the member it tried in a real union (`str | Section`), not in an optional `Section | None`.
+        members = [m for m in typing.get_args(field.annotation) if m is not type(None)]
+        union_tag_next = typing.get_origin(field.annotation) in (typing.Union, types.UnionType) and len(members) > 1
     return tuple(kept)
 
 

@@ -162,7 +162,7 @@ def search(
         trials_dir = output_dir / "trials"
         trials_dir.mkdir(exist_ok=True)
         if resume:
-            _recover(study, output_dir, trials_dir, spec.sampler == "grid" or None, log)
+            _recover(study, output_dir, trials_dir, spec.sampler == "grid", log)
 
         # --- run: each worker thread asks the study for a trial, runs it in a subprocess, tells the result
         from tqdm.auto import tqdm
@@ -269,7 +269,7 @@ def _existing_study(store: Any, name: str) -> Any:
         return None
 
 
-def _recover(study: Any, output_dir: Path, trials_dir: Path, grid: Any, log: Any) -> None:
+def _recover(study: Any, output_dir: Path, trials_dir: Path, is_grid: bool, log: Any) -> None:
     """Trials a killed search left RUNNING: a finished one (its result.json is there) is told its result;
     any other is marked failed and its parameters queued to run again."""
     from optuna.trial import TrialState
@@ -282,7 +282,7 @@ def _recover(study: Any, output_dir: Path, trials_dir: Path, grid: Any, log: Any
             log(f"resume: trial {trial.number} had finished; its result is recorded")
             continue
         study.tell(trial.number, state=TrialState.FAIL)
-        if grid is None:  # the grid sampler revisits a failed point by itself; queuing it would run it twice
+        if not is_grid:  # the grid sampler revisits a failed point by itself; queuing it would run it twice
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         shutil.rmtree(folder, ignore_errors=True)
         log(f"resume: trial {trial.number} was cut off; marked failed, its parameters run again")
