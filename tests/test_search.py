@@ -224,10 +224,10 @@ def test_seeded_random_search_is_reproducible(tmp_path: Path) -> None:
 
 def test_pruned_trial_stops_at_the_evaluation_it_was_pruned(tmp_path: Path) -> None:
     # grid order (sampler seed 1): the good rate first, then one too small to learn: the median pruner
-    # (1 startup trial, no warmup) stops the second at its first evaluation below the first's.
-    search = {"sampler": "grid", "seed": 1, "pruner": "median", "pruner_startup_trials": 1, "pruner_warmup": 0,
-              "space": {"train.learning_rate": [4.0e-4, 1.0e-7]}}  # fmt: skip
-    config = write_config(tmp_path, search)
+    # (1 startup trial, no warmup) stops the second at its first validation loss above the first's.
+    search = {"sampler": "grid", "seed": 1, "metric": "loss", "pruner": "median", "pruner_startup_trials": 1,
+              "pruner_warmup": 0, "space": {"train.learning_rate": [4.0e-4, 1.0e-7]}}  # fmt: skip
+    config = write_config(tmp_path, search, schedule={"warmup_ratio": 0.0})
     result = run_cli("search", str(config), "--quiet")
     assert result.returncode == 0, result.stderr
     study = load_study(tmp_path / "out")

@@ -608,7 +608,9 @@ def _field_location(parts: list[str]) -> tuple[str, ...]:
         model = _section_model(field.annotation)
         # pydantic tags the member it tried in a real union (`str | Section`), not in an optional `Section | None`.
         members = [m for m in typing.get_args(field.annotation) if m is not type(None)]
-        union_tag_next = typing.get_origin(field.annotation) in (typing.Union, types.UnionType) and len(members) > 1
+        union_tag_next = (
+            typing.get_origin(field.annotation) in (typing.Union, types.UnionType) and len(members) > 1
+        )
     return tuple(kept)
 
 

@@ -368,7 +368,11 @@ def finetune(
             # Stand-in for the engine's evaluation callback (issue 12): True stops training now.
             if on_evaluation is not None:
                 state = types.SimpleNamespace(
-                    step=step, epoch=epoch + 1, history=history, best_value=best["value"], best_step=best["step"]
+                    step=step,
+                    epoch=epoch + 1,
+                    history=history,
+                    best_value=best["value"],
+                    best_step=best["step"],
                 )
                 stop = bool(on_evaluation(state, metrics)) or stop
             checkpoint_now()

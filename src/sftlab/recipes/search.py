@@ -162,7 +162,7 @@ def search(
         trials_dir = output_dir / "trials"
         trials_dir.mkdir(exist_ok=True)
         if resume:
-            _recover(study, output_dir, trials_dir, spec.sampler == "grid", log)
+            _recover(study, output_dir, trials_dir, log)
 
         # --- run: each worker thread asks the study for a trial, runs it in a subprocess, tells the result
         from tqdm.auto import tqdm
@@ -269,7 +269,7 @@ def _existing_study(store: Any, name: str) -> Any:
         return None
 
 
-def _recover(study: Any, output_dir: Path, trials_dir: Path, is_grid: bool, log: Any) -> None:
+def _recover(study: Any, output_dir: Path, trials_dir: Path, log: Any) -> None:
     """Trials a killed search left RUNNING: a finished one (its result.json is there) is told its result;
     any other is marked failed and its parameters queued to run again."""
     from optuna.trial import TrialState
@@ -282,8 +282,8 @@ def _recover(study: Any, output_dir: Path, trials_dir: Path, is_grid: bool, log:
             log(f"resume: trial {trial.number} had finished; its result is recorded")
             continue
         study.tell(trial.number, state=TrialState.FAIL)
-        if not is_grid:  # the grid sampler revisits a failed point by itself; queuing it would run it twice
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        # Queued with its values fixed: the grid sampler counts a failed point as visited and would skip it.
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         shutil.rmtree(folder, ignore_errors=True)
         log(f"resume: trial {trial.number} was cut off; marked failed, its parameters run again")
 
@@ -306,13 +306,18 @@ def _tell(study: Any, number: int, result: dict[str, Any]) -> None:
     for key in ("std", "steps", "evaluations", "wall_s", "pruned_at", "error"):
         if result.get(key) is not None:
             running.set_user_attr(key, result[key])
-    if result["state"] == "complete":
-        study.tell(number, result["value"])
-    elif result["state"] == "pruned":
+    if result["state"] == "pruned":
         running.set_user_attr("value", result["value"])
-        study.tell(number, state=TrialState.PRUNED)
-    else:
-        study.tell(number, state=TrialState.FAIL)
+    state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(
+        result["state"], TrialState.FAIL
+    )
+    try:
+        study.tell(number, result["value"] if state == TrialState.COMPLETE else None, state=state)
+    except RuntimeError as error:
+        # The grid sampler calls study.stop() when its grid is used up, which only optimize() allows; the
+        # trial is stored by then, and the trial budget ends the search.
+        if "Study.stop" not in str(error):
+            raise
 
 
 def _run_trial(study: Any, trial: Any, params: dict[str, Any], base: dict[str, Any], spec: Any, metric: str,
