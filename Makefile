@@ -9,6 +9,9 @@ setup: $(VENV)/.installed
 
 # torch first and pinned: 2.13.0 is the CPU wheel on this disk; an unpinned torch pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
+	# PostgreSQL's server binaries: the search test starts a throwaway server (skipped when they are absent).
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get install -y --no-install-recommends postgresql >/dev/null 2>&1 || echo 'postgresql not installed: its test will skip'; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'

@@ -27,7 +27,7 @@ from sftlab.errors import SftlabError
 from sftlab.outputs import lock_holder, release_lock, take_lock
 from sftlab.search.results import table as trial_table
 from sftlab.search.results import trial_rows, write_best_config, write_csv, write_plots, write_summary
-from sftlab.search.space import check_edges, grid, grid_size, parse_space, trial_config
+from sftlab.search.space import check_edges, flatten_space, grid, grid_size, parse_space, trial_config
 from sftlab.search.study import (
     JOURNAL,
     describe_url,
@@ -127,7 +127,12 @@ def search(
             f"the checkpoint with the {'lowest' if minimize else 'highest'} {metric}; use direction auto"
         )
     base["train"]["metric_for_best"] = metric
-    study_record = {"space": spec.space, "sampler": spec.sampler, "metric": metric, "seeds": spec.seeds}
+    study_record = {
+        "space": flatten_space(spec.space),
+        "sampler": spec.sampler,
+        "metric": metric,
+        "seeds": spec.seeds,
+    }
     if remote is not None or resume:
         existing = _existing_study(remote or open_storage(str(output_dir / JOURNAL)), study_name)
         if existing is not None and not overwrite:
@@ -437,7 +442,7 @@ def _report(study: Any, config: Config, spec: Any, base: dict[str, Any], keys: l
     }
     summary = {
         "study_name": study_name, "storage": shown_storage, "sampler": spec.sampler, "pruner": spec.pruner,
-        "metric": metric, "direction": "minimize" if minimize else "maximize", "space": spec.space,
+        "metric": metric, "direction": "minimize" if minimize else "maximize", "space": flatten_space(spec.space),
         "seeds": spec.seeds, "trials_requested": wanted, "counts": counts,
         "total_steps": sum(row["steps"] or 0 for row in rows),
         "total_trial_seconds": round(sum(row["wall_s"] or 0 for row in rows), 3),

@@ -89,11 +89,25 @@ def _number(value: Any) -> float | int | None:
     return None
 
 
+def flatten_space(space: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{train: {batch_size: [16, 32]}}` as `{train.batch_size: [16, 32]}`. The nested form is what a
+    command-line override (`search.space.train.batch_size=[16,32]`) makes, so it wins over the dotted one."""
+    flat: dict[str, Any] = {}
+    nested: dict[str, Any] = {}
+    for key, spec in space.items():
+        if isinstance(spec, dict) and spec and not set(spec) & set(RANGE_KEYS):
+            nested.update(flatten_space(spec, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = spec
+    return {**flat, **nested}
+
+
 def parse_space(space: dict[str, Any], sampler: str, source: str = "config") -> list[Dimension]:
     """Typed dimensions for `search.space`; a ConfigError listing every problem otherwise."""
     problems: list[str] = []
     dimensions: list[Dimension] = []
     known = config_keys()
+    space = flatten_space(space)
     if not space:
         problems.append(
             "search.space: is empty; give at least one key, e.g. train.learning_rate: {low: 1e-5, high: 1e-4, log: true}"
