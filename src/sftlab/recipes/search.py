@@ -9,7 +9,6 @@ end search.json, trials.csv, best.yaml and plots/. See docs/search.md.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -343,12 +342,13 @@ def _run_trial(study: Any, trial: Any, params: dict[str, Any], base: dict[str, A
     record = {
         "number": trial.number, "trial_id": trial._trial_id, "study_name": study_name, "storage": location,
         "pruner": pruner_args, "metric": metric, "seeds": seeds, "params": params, "config": config.to_yaml_dict(),
+        "parent": os.getpid(),
     }  # fmt: skip
     (folder / SPEC).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     with open(folder / "log.txt", "w", encoding="utf-8") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "sftlab.search.trial", str(folder / SPEC)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+            stdout=log_file, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
         code = process.wait()
     outcome = _read_result(folder)
@@ -359,15 +359,6 @@ def _run_trial(study: Any, trial: Any, params: dict[str, Any], base: dict[str, A
         }
     _tell(study, trial.number, outcome)
     return outcome
-
-
-def _die_with_parent() -> None:
-    """Linux: the trial process is killed when the search process dies (SIGKILL included)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _last_line(path: Path) -> str:

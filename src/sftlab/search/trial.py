@@ -95,6 +95,19 @@ def write_result(trial_dir: Path, result: dict[str, Any]) -> None:
     os.replace(partial, trial_dir / RESULT)
 
 
+def die_with_parent(parent: int) -> None:
+    """Linux: this trial is killed when the search that started it dies (SIGKILL included), so a killed
+    search leaves no trial training on behind it."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the search died before the line above
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     import optuna
 
@@ -104,6 +117,7 @@ def main(argv: list[str]) -> int:
     spec_path = Path(argv[0])
     trial_dir = spec_path.parent
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    die_with_parent(spec["parent"])
     study = optuna.load_study(
         study_name=spec["study_name"],
         storage=open_storage(spec["storage"]),
