@@ -285,7 +285,7 @@ def _recover(study: Any, output_dir: Path, trials_dir: Path, log: Any) -> None:
             _tell(study, trial.number, result)
             log(f"resume: trial {trial.number} had finished; its result is recorded")
             continue
-        study.tell(trial.number, state=TrialState.FAIL)
+        _tell(study, trial.number, {"state": "fail", "error": "cut off: the search was killed during this trial"})
         # Queued with its values fixed: the grid sampler counts a failed point as visited and would skip it.
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         shutil.rmtree(folder, ignore_errors=True)
