@@ -276,7 +276,6 @@ def _existing_study(store: Any, name: str) -> Any:
 def _recover(study: Any, output_dir: Path, trials_dir: Path, log: Any) -> None:
     """Trials a killed search left RUNNING: a finished one (its result.json is there) is told its result;
     any other is marked failed and its parameters queued to run again."""
-    from optuna.trial import TrialState
 
     for trial in stale_trials(study, output_dir):
         folder = trials_dir / f"{trial.number:03d}"
@@ -285,7 +284,11 @@ def _recover(study: Any, output_dir: Path, trials_dir: Path, log: Any) -> None:
             _tell(study, trial.number, result)
             log(f"resume: trial {trial.number} had finished; its result is recorded")
             continue
-        _tell(study, trial.number, {"state": "fail", "error": "cut off: the search was killed during this trial"})
+        _tell(
+            study,
+            trial.number,
+            {"state": "fail", "error": "cut off: the search was killed during this trial"},
+        )
         # Queued with its values fixed: the grid sampler counts a failed point as visited and would skip it.
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         shutil.rmtree(folder, ignore_errors=True)
