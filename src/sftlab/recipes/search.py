@@ -196,6 +196,8 @@ def search(
                 if len(counts) >= wanted:
                     return None
                 trial = study.ask()
+                if spec.sampler == "grid" and "retry_of" in trial.user_attrs:
+                    _same_grid_point(study, trial, trial.user_attrs["retry_of"])
                 trial.set_user_attr("host", owner())
                 trial.set_user_attr("output_dir", str(output_dir))
                 return trial, {dimension.key: dimension.suggest(trial) for dimension in dimensions}
@@ -293,6 +295,16 @@ def _recover(study: Any, output_dir: Path, trials_dir: Path, log: Any) -> None:
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         shutil.rmtree(folder, ignore_errors=True)
         log(f"resume: trial {trial.number} was cut off; marked failed, its parameters run again")
+
+
+def _same_grid_point(study: Any, trial: Any, retried: int) -> None:
+    """A queued rerun of a cut-off grid trial is that grid point: the grid sampler then counts it as
+    visited (and its after_trial, which expects a grid id on every trial, works)."""
+    storage = study._storage
+    old = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, retried))
+    for key in ("grid_id", "search_space"):
+        if key in old.system_attrs:
+            storage.set_trial_system_attr(trial._trial_id, key, old.system_attrs[key])
 
 
 def _read_result(folder: Path) -> dict[str, Any] | None:
