@@ -145,6 +145,35 @@ def test_space_keys_and_grid_product() -> None:
     assert len({json.dumps(point, sort_keys=True) for point in grid_points(dimensions)}) == 16
 
 
+def test_resumed_grid_reruns_the_cut_off_point_once() -> None:
+    """--resume's bookkeeping on an in-memory study: the queued rerun takes the failed trial's grid point,
+    and the grid then visits the last point, not a repeat."""
+    import optuna
+
+    from sftlab.recipes.search import _same_grid_point, _tell
+
+    rates = [1e-4, 2e-4, 3e-4]
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler({"lr": rates}, seed=0))
+
+    def ask() -> None:
+        trial = study.ask()
+        if "retry_of" in trial.user_attrs:
+            _same_grid_point(study, trial, trial.user_attrs["retry_of"])
+        trial.suggest_categorical("lr", rates)
+
+    ask()
+    _tell(study, 0, {"state": "complete", "value": 0.5})
+    ask()  # cut off by a kill: what --resume does
+    _tell(study, 1, {"state": "fail"})
+    study.enqueue_trial(study.trials[1].params, user_attrs={"retry_of": 1})
+    for number in (2, 3):
+        ask()
+        _tell(study, number, {"state": "complete", "value": 0.6})
+    assert states(study) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[2].params == study.trials[1].params
+    assert sorted(t.params["lr"] for t in study.trials if t.state.name == "COMPLETE") == rates
+
+
 # --- real searches
 
 
