@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -326,29 +327,34 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def postgres(tmp_path_factory: pytest.TempPathFactory):
-    pytest.importorskip("psycopg2", reason="psycopg2-binary is in the test extra: pip install -e '.[test]'")
-    binaries = {name: shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
-                for name in ("initdb", "pg_ctl")}  # fmt: skip
-    if not all(binaries.values()):
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: apt-get install postgresql")
-    data = tmp_path_factory.mktemp("pgdata")
+def postgres():
+    pytest.importorskip("psycopg", reason="psycopg is in the test extra: pip install -e '.[test]'")
+    binaries = {}
+    for name in ("initdb", "pg_ctl"):
+        found = shutil.which(name) or next(
+            iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
+        )
+        if found is None:
+            pytest.skip(f"PostgreSQL's {name} is not installed (Debian: apt-get install postgresql)")
+        binaries[name] = str(found)
+    # its own folder under /tmp: the server may run as `nobody`, who cannot enter pytest's private tmp
+    folder = Path(tempfile.mkdtemp(prefix="sftlab-pg-"))
     as_user: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root: run it as nobody
-        shutil.chown(data, "nobody")
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        shutil.chown(folder, "nobody")
         as_user = ["runuser", "-u", "nobody", "--"]
-    port = free_port()
-    subprocess.run([*as_user, str(binaries["initdb"]), "-D", str(data), "-U", "sftlab", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)  # fmt: skip
-    subprocess.run([*as_user, str(binaries["pg_ctl"]), "-D", str(data), "-o", f"-p {port} -k {data} -h 127.0.0.1",
-                    "-l", str(data / "log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
+    data, port = folder / "data", free_port()
     try:
+        subprocess.run([*as_user, binaries["initdb"], "-D", str(data), "-U", "sftlab", "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run([*as_user, binaries["pg_ctl"], "-D", str(data), "-o", f"-p {port} -k {folder} -h 127.0.0.1",
+                        "-l", str(folder / "log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
         yield f"postgresql://sftlab@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
-            [*as_user, str(binaries["pg_ctl"]), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
+            [*as_user, binaries["pg_ctl"], "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_two_machines_share_a_postgresql_study(tmp_path: Path, postgres: str) -> None:
