@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,17 @@ def open_storage(location: str) -> Any:
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as error:
             raise SftlabError(f"--storage {location}: cannot open: {error.strerror or error}") from None
-    try:
-        return optuna.storages.RDBStorage(location, engine_kwargs={"pool_pre_ping": True})
-    except Exception as error:  # SQLAlchemy and the database drivers raise many kinds; all mean the same here
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SftlabError(f"--storage {describe_url(location)}: cannot open: {first[:300]}") from None
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(location, engine_kwargs={"pool_pre_ping": True})
+        except Exception as error:  # SQLAlchemy and the drivers raise many kinds; all mean the same here
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            # Two machines starting at once both create Optuna's tables; the loser's CREATE fails: open again.
+            if attempt < 2 and ("duplicate key" in first or "already exists" in first):
+                time.sleep(1.0 + attempt)
+                continue
+            raise SftlabError(f"--storage {describe_url(location)}: cannot open: {first[:300]}") from None
+    raise AssertionError("unreachable")
 
 
 def make_sampler(name: str, seed: int, grid: dict[str, list[Any]] | None = None) -> Any:
