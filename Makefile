@@ -9,12 +9,14 @@ setup: $(VENV)/.installed
 
 # torch first and pinned: 2.13.0 is the CPU wheel on this disk; an unpinned torch pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
+	# System packages the suite needs: Debian's chromium (the web-page test drives a real headless browser;
+	# Playwright's own browser downloads are not needed) and PostgreSQL's server binaries (the search test
+	# starts a throwaway server).
+	if ! test -x /usr/bin/chromium || ! { command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1; then \
+		apt-get update -q && apt-get install -y -q --no-install-recommends chromium postgresql; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	# The web-page test drives a real headless browser: Debian's chromium (the browser vendors' servers
-	# that Playwright downloads from are not needed, nor reachable everywhere).
-	test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium; }
 	$(BIN)/sftlab models fetch minilm
 	$(BIN)/sftlab models fetch paraphrase_minilm_l3
 	$(BIN)/sftlab datasets fetch trec6

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["finetune", "load", "load_config", "data_check", "SftlabError"]
+__all__ = ["finetune", "load", "load_config", "data_check", "search", "SftlabError"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("finetune", "load", "data_check"):
+    if name in ("finetune", "load", "data_check", "search"):
         from sftlab import api
 
         return getattr(api, name)

@@ -10,7 +10,7 @@ from sftlab.predictor import Predictor, load
 from sftlab.recipes.finetune import FinetuneResult
 from sftlab.recipes.finetune import finetune as run_finetune
 
-__all__ = ["Predictor", "finetune", "load", "meta_learn"]
+__all__ = ["Predictor", "data_check", "finetune", "load", "meta_learn", "search"]
 
 
 def finetune(
@@ -68,3 +68,19 @@ def meta_learn(
     from sftlab.recipes.meta import meta_learn as run_meta
 
     return run_meta(load_config(config, overrides), overwrite=overwrite, echo=echo)
+def search(
+    config: Config | dict[str, Any] | str | Path | None = None,
+    overrides: list[str] | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    echo: bool = True,
+) -> Any:
+    """Hyperparameter search over the config's `search:` section (see docs/search.md); returns a
+    SearchResult (output_dir, best, trials, summary)."""
+    from sftlab.recipes.search import search as run_search
+
+    source = str(config) if isinstance(config, str | Path) else "config"
+    return run_search(load_config(config, overrides), source=source, workers=workers, storage=storage,
+                      resume=resume, overwrite=overwrite, echo=echo)  # fmt: skip

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   sftlab train examples/trec6_few_shot.yaml          # contrastive few-shot (8 per label)
   sftlab train examples/multitask_trec6_sms.yaml     # two tasks, one encoder
   sftlab meta examples/meta_trec50.yaml               # Reptile over TREC's fine labels
+  sftlab search examples/trec6_search.yaml search.trials=16 --workers 2
   sftlab eval runs/trec6 --data my_labeled.csv
   sftlab predict runs/trec6 --input questions.txt --output predictions.jsonl
   sftlab datasets list
@@ -83,6 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     meta.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
     meta.add_argument("--quiet", action="store_true", help="print only errors")
+    search = commands.add_parser(
+        "search", help="hyperparameter search over a config's search: section (Optuna)"
+    )
+    search.add_argument("config", type=Path, help="YAML config file with a search: section")
+    search.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. search.trials=8"
+    )
+    search.add_argument("--resume", action="store_true", help="continue a killed search in output_dir")
+    search.add_argument("--overwrite", action="store_true", help="replace an existing search in output_dir")
+    search.add_argument(
+        "--workers", type=int, default=1, help="trials run at once on this machine (default 1)"
+    )
+    search.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="study database shared by several machines, e.g. postgresql://user:pw@host/db "
+        "(default: OUTPUT_DIR/study.journal)",
+    )
+    search.add_argument("--quiet", action="store_true", help="print only errors")
 
     plan = commands.add_parser("plan", help="show what a config will train, without training")
     plan.add_argument("config", type=Path, help="YAML config file")
@@ -332,6 +353,13 @@ def cmd_meta(args: argparse.Namespace) -> int:
     from sftlab.api import meta_learn
 
     meta_learn(args.config, args.overrides, overwrite=args.overwrite, echo=not args.quiet)
+def cmd_search(args: argparse.Namespace) -> int:
+    from sftlab.config import load_config
+    from sftlab.recipes.search import search
+
+    config = load_config(args.config, args.overrides)
+    search(config, source=str(args.config), workers=args.workers, storage=args.storage, resume=args.resume,
+           overwrite=args.overwrite, echo=not args.quiet)  # fmt: skip
     return 0
 
 
@@ -549,6 +577,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "select": cmd_select,
     "meta": cmd_meta,
+    "search": cmd_search,
     "eval": cmd_eval,
     "predict": cmd_predict,
     "datasets": cmd_datasets,

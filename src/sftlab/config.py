@@ -495,6 +495,46 @@ class MetaConfig(_Section):
     """K-shot settings of the final comparison."""
 
 
+class SearchConfig(_Section):
+    space: dict[str, dict[str, Any] | list[Any]] = Field(default_factory=dict)
+    """`sftlab search`: config keys to search, each `{low, high, log}` (floats), `{low, high, step}` (integers)
+    or a list of choices, e.g. {train.learning_rate: {low: 1e-5, high: 3e-4, log: true}}."""
+    sampler: Literal["tpe", "random", "grid", "gp", "qmc"] = "tpe"
+    """How trials pick values: tpe (Bayesian), random, grid (every combination once), gp (Gaussian process),
+    qmc (quasi-random Sobol points)."""
+    trials: int = Field(default=20, ge=1, le=100000)
+    """Trials to finish (completed or pruned); a grid stops at its number of combinations."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds after which no new trial starts (running ones finish); null: no limit."""
+    metric: str | None = None
+    """Validation metric to optimize, also the one that picks each trial's kept checkpoint (null:
+    train.metric_for_best, else the task's main metric)."""
+    direction: Literal["auto", "maximize", "minimize"] = "auto"
+    """auto: minimize for loss, maximize for every other metric."""
+    pruner: Literal["none", "median", "successive_halving", "hyperband"] = "none"
+    """Stop unpromising trials at an evaluation: median (below the median of earlier trials at the same
+    evaluation), successive_halving or hyperband (Optuna's asynchronous versions); none runs every trial out."""
+    pruner_startup_trials: int = Field(default=5, ge=0)
+    """median: trials that finish before any trial is pruned."""
+    pruner_warmup: int = Field(default=1, ge=0)
+    """median: evaluations every trial runs before it can be pruned (the first ones are noisy)."""
+    seeds: list[int] | None = None
+    """Train every trial once per seed (train.seed) and score it by the mean; null: train.seed only."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of the sampler: the same seed proposes the same trials (with one worker)."""
+    keep_models: Literal["best", "all"] = "best"
+    """Which trials keep their trained model/ folder: the best trial only, or all (disk: one model each)."""
+    study_name: str | None = None
+    """Study name in the storage (several searches can share one database); null: output_dir's folder name."""
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or len(set(value)) != len(value) or min(value) < 0):
+            raise ValueError("must be a non-empty list of distinct seeds >= 0, or null")
+        return value
+
+
 class Config(_Section):
     task: Literal[
         "classification", "token_classification", "question_answering", "seq2seq", "causal_lm", "multitask"
@@ -545,6 +585,8 @@ class Config(_Section):
     """task multitask: how steps are shared between the tasks."""
     meta: MetaConfig = Field(default_factory=MetaConfig)
     """`sftlab meta`: Reptile meta-learning over N-way K-shot episodes of the data's labels."""
+    search: SearchConfig | None = None
+    """`sftlab search`: the hyperparameter search (space, sampler, trials, pruner); `sftlab train` ignores it."""
 
     @field_validator("model")
     @classmethod
@@ -783,7 +825,11 @@ def _field_location(parts: list[str]) -> tuple[str, ...]:
         if field is None:
             break
         model = _section_model(field.annotation)
-        union_tag_next = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        # pydantic tags the member it tried in a real union (`str | Section`), not in an optional `Section | None`.
+        members = [m for m in typing.get_args(field.annotation) if m is not type(None)]
+        union_tag_next = (
+            typing.get_origin(field.annotation) in (typing.Union, types.UnionType) and len(members) > 1
+        )
         index_next = typing.get_origin(field.annotation) is list
     return tuple(kept)
 
