@@ -117,6 +117,8 @@ def finetune(
     plateau_metric = config.schedule.plateau_metric or metric_for_best
     stage = 0
     splits = ", ".join(f"{split} {len(examples)}" for split, examples in encoded.items())
+    if getattr(task, "setup_note", ""):
+        log(f"sftlab: {task.setup_note}")
     log(
         f"sftlab: {config.task} | model {config.model} | {splits} | {trainable_at_start:,} of {total_params:,} parameters "
         f"trainable | {precision} on {accelerator.device} | {train_cfg.epochs} epochs x {steps_per_epoch} steps"
