@@ -99,6 +99,9 @@ class DataConfig(_Section):
     """question_answering: longest answer span considered, in tokens."""
     n_best: int = Field(default=20, ge=1)
     """question_answering: start and end candidates considered per window."""
+    null_threshold: float | Literal["auto"] = "auto"
+    """question_answering: no answer when the null ([CLS]) score beats the best span's by more than this;
+    auto tunes it for the best F1 on validation (the official SQuAD 2.0 best_f1_thresh) before the test."""
     completion_only_loss: bool = True
     """causal_lm: train only on the answers (assistant turns); false also trains on prompt and system tokens."""
     packing: bool = False
@@ -690,7 +693,9 @@ def field_docs(
         if task is not None:
             default = task if key == "task" else by_task.get(task, default)
         elif by_task:
-            doc += " Task defaults: " + ", ".join(f"{name_} {value}" for name_, value in by_task.items()) + "."
+            doc += (
+                " Task defaults: " + ", ".join(f"{name_} {value}" for name_, value in by_task.items()) + "."
+            )
         rows.append((key, "null" if default is None else str(default), doc))
     return rows
 

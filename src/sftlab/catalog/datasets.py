@@ -64,7 +64,9 @@ def _parse_conll_columns(raw: bytes) -> list[dict[str, Any]]:
 
     # `fields` keeps every column (e.g. CoNLL-2003's POS and chunk tags) for data.conll_tag_field.
     table = read_conll(Path("<wheel>"), raw.decode("utf-8"))
-    return [{"tokens": row["tokens"], "tags": row["fields"][-1], "fields": row["fields"]} for row in table.rows]
+    return [
+        {"tokens": row["tokens"], "tags": row["fields"][-1], "fields": row["fields"]} for row in table.rows
+    ]
 
 
 def locate_answer(context: str, answer: str) -> tuple[int, str] | None:

@@ -15,7 +15,9 @@ from sftlab.errors import SftlabError
 
 def is_saved_dataset(path: Path) -> bool:
     """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
-    return path.is_dir() and any((path / name).exists() for name in ("dataset_dict.json", "dataset_info.json"))
+    return path.is_dir() and any(
+        (path / name).exists() for name in ("dataset_dict.json", "dataset_info.json")
+    )
 
 
 def load_hf_tables(
@@ -34,7 +36,9 @@ def load_hf_tables(
     path = Path(name).expanduser()
     if is_saved_dataset(path):
         if config_name is not None:
-            raise SftlabError(f"data.dataset_config: '{name}' is a saved dataset folder, which has no configs")
+            raise SftlabError(
+                f"data.dataset_config: '{name}' is a saved dataset folder, which has no configs"
+            )
         try:
             loaded = datasets.load_from_disk(str(path))
         except (FileNotFoundError, ValueError, OSError) as error:
@@ -42,7 +46,9 @@ def load_hf_tables(
     else:
         try:
             loaded = datasets.load_dataset(name, config_name)
-        except Exception as error:  # the Hub, the network and the dataset's own script all raise their own kinds
+        except (
+            Exception
+        ) as error:  # the Hub, the network and the dataset's own script all raise their own kinds
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise SftlabError(
                 f"data.dataset: unknown dataset '{name}' (built-in: {', '.join(builtin_names)}; not a "

@@ -377,6 +377,12 @@ def finetune(
     if best["state"] is not None:
         accelerator.unwrap_model(model).load_state_dict(best["state"])
     report_split = "test" if "test" in encoded else "validation"
+    if hasattr(task, "tune_on_validation"):  # e.g. QA's null threshold, fixed on validation before the test
+        up_to_date()
+        note = task.tune_on_validation(accelerator.unwrap_model(model), encoded["validation"], pad_id,
+                                       train_cfg.eval_batch_size, accelerator.device, accelerator.autocast)  # fmt: skip
+        if note:
+            log(f"sftlab: {note}")
     final = evaluate(report_split)
     final.update(
         split=report_split,

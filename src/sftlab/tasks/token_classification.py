@@ -84,7 +84,11 @@ class TokenClassificationTask:
             )
         task.scheme = scheme
         if scheme == "plain":
-            task.label_names = sorted(seen)
+            # Rare tags (a POS tag only in test) are normal for per-word tags: every split's tags get an
+            # output, and one never seen in training simply scores as misses.
+            others = [tag for split, table in tables.items() if split != "train" for tags in task.sentences(table)[1]
+                      for tag in tags]  # fmt: skip
+            task.label_names = sorted(seen | set(others))
         else:
             kinds = {split_tag(tag)[1] for tag in seen} - {""}
             # Both B- and I- of every type, so a type seen only in one-word entities can still be continued.
@@ -93,7 +97,9 @@ class TokenClassificationTask:
         how = "set by data.tag_scheme" if data.tag_scheme else "detected; set data.tag_scheme to choose"
         metrics = "token accuracy, per-tag P/R/F1" if scheme == "plain" else "entity P/R/F1"
         examples = ", ".join(sorted(seen)[:6]) + (", ..." if len(seen) > 6 else "")
-        task.setup_note = f"tags: {scheme} ({how}), {len(seen)} tags in train ({examples}); metrics: {metrics}"
+        task.setup_note = (
+            f"tags: {scheme} ({how}), {len(seen)} tags in train ({examples}); metrics: {metrics}"
+        )
         for split, table in tables.items():
             if split != "train":
                 task.encode_labels(table)
