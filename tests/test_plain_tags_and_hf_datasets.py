@@ -42,8 +42,9 @@ def test_pos_tags_train_with_token_accuracy_and_per_tag_scores(pos_run):
     words = sum(len(row["tokens"]) for row in gold.rows)
     assert metrics["split"] == "test" and metrics["num_words"] == words
     assert "entity_f1" not in metrics and metrics["metric_for_best"] == "token_accuracy"
-    # Untrained, the head is at chance over ~40 tags; three short epochs already tag most words right.
-    assert metrics["token_accuracy"] > 0.6
+    # Untrained, the head is at chance over ~40 tags and the most frequent tag (NNP) is 22% of the test words;
+    # 24 steps already tag most words right (0.66 measured, validation 0.38 -> 0.55 -> 0.66 by epoch).
+    assert metrics["token_accuracy"] > 0.5
     assert {"NNP", "DT", "IN", "."} <= set(metrics["per_tag"])
     assert metrics["per_tag"]["."]["f1"] > 0.8 and metrics["per_tag"]["NNP"]["support"] > 20
     history = metrics["history"]
@@ -107,8 +108,9 @@ def test_training_reads_a_save_to_disk_folder(trec_folder, tmp_path):
                      "train.epochs=1", f"output_dir={output}", "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads((output / "metrics.json").read_text())
-    # No validation split in the folder: 10% of its 160 training rows are held out; test is the folder's.
-    assert metrics["split"] == "test" and metrics["num_examples"] == 48 and metrics["train_examples"] == 144
+    # No validation split in the folder: ~10% of its 160 training rows are held out (stratified by label,
+    # rounded per label: 15), as for files; test is the folder's.
+    assert metrics["split"] == "test" and metrics["num_examples"] == 48 and metrics["train_examples"] == 145
     labels = json.loads((output / "model" / "config.json").read_text())["label2id"]
     assert sorted(labels) == names  # class labels arrive as their names, not as integers
     wrong = run_cli("train", "examples/trec6.yaml", f"data.dataset={folder}", "data.validation_split=dev",
