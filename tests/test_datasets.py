@@ -55,6 +55,12 @@ def test_ner_datasets_are_split_at_random_with_fixed_counts():
     assert {name: len(rows) for name, rows in conll.items()} == {"train": 180, "validation": 23, "test": 23}
     first = conll["train"][0]
     assert first["tokens"][:3] == ["SOCCER", "-", "JAPAN"] and first["tags"][:3] == ["O", "O", "B-LOC"]
+    # Every CoNLL column is kept (word, POS, chunk, NER) for data.conll_tag_field.
+    assert [column[:3] for column in first["fields"][1:]] == [
+        ["NN", ":", "NNP"],
+        ["B-NP", "O", "B-NP"],
+        first["tags"][:3],
+    ]
 
 
 def test_disflqa_answers_sit_at_their_start():

@@ -119,7 +119,7 @@ def test_conll_reader_and_its_errors(tmp_path):
         ("tags length", '{"tokens": ["EU", "rejects"], "tags": ["B-ORG"]}\n',
          r"train.jsonl line 1: 'tags' must be a list of 2 tags, one per word"),
         ("not IOB", '{"tokens": ["EU", "rejects"], "tags": ["ORG", "O"]}\n',
-         r"train.jsonl: tags must be IOB1/IOB2 \(O, B-TYPE, I-TYPE\), found ORG"),
+         r"train.jsonl: data.tag_scheme iob2 needs tags O, B-TYPE, I-TYPE, found 'ORG'"),
         ("tokens not a list", '{"tokens": "EU rejects", "tags": ["B-ORG", "O"]}\n',
          r"train.jsonl line 1: 'tokens' must be a non-empty list of words"),
     ],
@@ -127,7 +127,8 @@ def test_conll_reader_and_its_errors(tmp_path):
 def test_bad_token_input_gives_one_line(tmp_path, name, rows, expected):
     train = tmp_path / "train.jsonl"
     train.write_text(rows * 12, encoding="utf-8")
-    result = run_cli("train", str(_config(tmp_path)), f"data.train={train}", f"output_dir={tmp_path / 'o'}")
+    result = run_cli("train", str(_config(tmp_path)), f"data.train={train}", "data.tag_scheme=iob2",
+                     f"output_dir={tmp_path / 'o'}")  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert re.search(expected, result.stderr), name

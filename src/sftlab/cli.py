@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config", type=Path, nargs="?", help="YAML config file to resolve (omit to list all keys)"
     )
     config.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    config.add_argument("--task", help="list the keys with this task's defaults, e.g. question_answering")
     return parser
 
 
@@ -562,11 +563,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from sftlab.config import field_docs, load_config
+    from sftlab.config import TASK_DEFAULTS, field_docs, load_config
+    from sftlab.errors import SftlabError
 
+    if args.task is not None and args.task not in TASK_DEFAULTS:
+        raise SftlabError(f"--task: unknown task '{args.task}' (one of {', '.join(TASK_DEFAULTS)})")
+    if args.task is not None and args.config is not None:
+        raise SftlabError("--task lists the keys of one task; a config file's own task is already applied")
     if args.config is None:
-        for key, default, doc in field_docs():
-            print(f"{key:<32}{default:<18}{doc}")
+        for key, default, doc in field_docs(task=args.task):
+            print(f"{key:<32}{default:<19} {doc}")
         return 0
     print(yaml.safe_dump(load_config(args.config, args.overrides).to_yaml_dict(), sort_keys=False), end="")
     return 0

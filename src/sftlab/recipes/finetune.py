@@ -90,6 +90,9 @@ def finetune(
     set_seed(config.train.seed)
     model = task.load_model(location, config)
 
+    if getattr(task, "setup_note", ""):  # e.g. which tag scheme token classification detected
+        log(f"sftlab: {task.setup_note}")
+
     # --- fit: the engine trains, reports at each evaluation, and hands back the best model
     try:
         fitted = fit(
@@ -104,6 +107,11 @@ def finetune(
 
     # --- final evaluation of the best model, then save
     report_split = "test" if "test" in encoded else "validation"
+    if hasattr(task, "tune_on_validation"):  # e.g. QA's null threshold, fixed on validation before the test
+        note = task.tune_on_validation(accelerator.unwrap_model(model), encoded["validation"], pad_id,
+                                       config.train.eval_batch_size, accelerator.device, accelerator.autocast)  # fmt: skip
+        if note:
+            log(f"sftlab: {note}")
     final = task.evaluate(model, encoded[report_split], pad_id, config.train.eval_batch_size,
                           accelerator.device, accelerator.autocast)  # fmt: skip
     seconds = run.train_seconds

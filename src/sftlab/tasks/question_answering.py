@@ -6,6 +6,13 @@ its context tokens. Training labels a window with the answer's first and last to
 the answer lies outside the window or the question has none. At evaluation each question's best span over
 all its windows (n-best starts x n-best ends, at most `max_answer_length` tokens) is compared with the
 best "no answer" score ([CLS] start + end); answers map back to exact character spans of the context.
+
+A question gets no answer when its null score exceeds its best span's by more than a threshold
+(`data.null_threshold`, as the official SQuAD 2.0 evaluation's `best_f1_thresh`). A model trained on little
+data puts much of its start and end mass on [CLS] (every unanswerable question and every window without the
+answer is labelled there), so at threshold 0 it answers almost nothing; `auto` (the default) picks the
+threshold that maximises F1 on validation with the selected model, before the test split is scored, and
+saves it with the model for `predict`.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import torch.nn.functional as F
 from sftlab.data.batching import inference_batches
 from sftlab.data.readers import Table, require_columns, require_texts
 from sftlab.errors import SftlabError
-from sftlab.evaluation.squad import squad_metrics
+from sftlab.evaluation.squad import normalize_answer, squad_metrics
 
 
 def flatten_squad(table: Table) -> Table:
@@ -50,6 +57,8 @@ class QuestionAnsweringTask:
     doc_stride: int = 128
     max_answer_length: int = 30
     n_best: int = 20
+    null_threshold: float | None = None
+    """No answer when null score - best span score > this; None: tuned on validation (see tune_on_validation)."""
     name: str = "question_answering"
     main_metric: str = "f1"
 
@@ -60,8 +69,9 @@ class QuestionAnsweringTask:
                 f"data.doc_stride ({data.doc_stride}) must be less than half of data.max_length ({data.max_length}), "
                 "so consecutive windows still move forward through the context"
             )
+        threshold = None if data.null_threshold == "auto" else float(data.null_threshold)
         return cls(data.question_column, data.context_column, data.answers_column, data.max_length,
-                   data.doc_stride, data.max_answer_length, data.n_best)  # fmt: skip
+                   data.doc_stride, data.max_answer_length, data.n_best, threshold)  # fmt: skip
 
     @classmethod
     def from_config(cls, config: Any, tables: dict[str, Table]) -> QuestionAnsweringTask:
@@ -74,7 +84,10 @@ class QuestionAnsweringTask:
     def from_saved(cls, model_dir: Path, config: Any) -> tuple[QuestionAnsweringTask, Any]:
         from transformers import AutoModelForQuestionAnswering
 
-        return cls.from_settings(config.data), AutoModelForQuestionAnswering.from_pretrained(model_dir)
+        task, model = cls.from_settings(config.data), AutoModelForQuestionAnswering.from_pretrained(model_dir)
+        if task.null_threshold is None:  # auto: the threshold tuned when the run finished (0 for older runs)
+            task.null_threshold = float(getattr(model.config, "sftlab_null_threshold", 0.0))
+        return task, model
 
     @property
     def input_column(self) -> str:
@@ -207,8 +220,23 @@ class QuestionAnsweringTask:
                 out[index] = (starts[row, : lengths[index]], ends[row, : lengths[index]])
         return out
 
-    def best_answers(self, features: list[dict[str, Any]], logits: list[Any]) -> list[dict[str, Any]]:
-        """Per question: the best span over its windows, or no answer when [CLS] scores higher."""
+    def best_answers(
+        self, features: list[dict[str, Any]], logits: list[Any], threshold: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """Per question: the best span over its windows, or no answer when [CLS] scores higher by more than
+        `threshold`."""
+        return [self.choose(candidate, threshold) for candidate in self.candidates(features, logits)]
+
+    @staticmethod
+    def choose(candidate: dict[str, Any], threshold: float) -> dict[str, Any]:
+        span, null = candidate["span"], candidate["null"]
+        if span is None or null["logit"] - span["logit"] > threshold:
+            return {"answer": "", "start": None, "end": None, "score": null["score"]}
+        return {key: value for key, value in span.items() if key != "logit"}
+
+    def candidates(self, features: list[dict[str, Any]], logits: list[Any]) -> list[dict[str, Any]]:
+        """Per question: {"span": its best span over all windows (None if no window has one), "null": the
+        lowest [CLS] start + end score over its windows}, each with its logit sum and softmax score."""
         by_example: dict[int, list[int]] = {}
         for index, feature in enumerate(features):
             by_example.setdefault(feature["example"], []).append(index)
@@ -239,11 +267,24 @@ class QuestionAnsweringTask:
                             first, last = offsets[start][0], offsets[end][1]
                             best = {"answer": context[first:last], "start": first, "end": last, "logit": score,
                                     "score": math.exp(score - normalizer)}  # fmt: skip
-            if best is None or null_score > best["logit"]:
-                best = {"answer": "", "start": None, "end": None, "score": null_probability}
-            best.pop("logit", None)
-            answers.append(best)
+            answers.append({"span": best, "null": {"logit": null_score, "score": null_probability}})
         return answers
+
+    def tune_on_validation(self, model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_size: int,
+                           device: torch.device, autocast: Any) -> str:  # fmt: skip
+        """With `null_threshold: auto`: fix the threshold that maximises F1 on validation for this (the
+        selected) model and save it in the model's config; returns a line for the log."""
+        if self.null_threshold is not None:
+            return ""
+        logits = self.window_logits(model, examples, pad_token_id, batch_size, device, autocast)
+        golds = [
+            f["gold"]
+            for f in sorted({f["example"]: f for f in examples}.values(), key=lambda f: f["example"])
+        ]
+        self.null_threshold, f1, plain_f1 = best_threshold(self.candidates(examples, logits), golds)
+        model.config.sftlab_null_threshold = self.null_threshold
+        return (f"question_answering: null threshold {self.null_threshold:.3f} tuned on validation "
+                f"(F1 {plain_f1:.2f} at 0 -> {f1:.2f})")  # fmt: skip
 
     def evaluate(self, model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_size: int,
                  device: torch.device, autocast: Any) -> dict[str, Any]:  # fmt: skip
@@ -253,9 +294,16 @@ class QuestionAnsweringTask:
         for feature, (start_logits, end_logits) in zip(examples, logits, strict=True):
             loss += float(F.cross_entropy(start_logits[None], torch.tensor([feature["start_positions"]])))
             loss += float(F.cross_entropy(end_logits[None], torch.tensor([feature["end_positions"]])))
-        predictions = self.best_answers(examples, logits)
-        golds: dict[int, list[str]] = {f["example"]: f["gold"] for f in examples}
-        metrics = squad_metrics([p["answer"] for p in predictions], [golds[k] for k in sorted(golds)])
+        by_example: dict[int, list[str]] = {f["example"]: f["gold"] for f in examples}
+        golds = [by_example[k] for k in sorted(by_example)]
+        candidates = self.candidates(examples, logits)
+        # Before a threshold is fixed (auto, during training) validation is scored at its best threshold, so
+        # the model kept is the one that is best once its threshold is tuned.
+        threshold = self.null_threshold
+        if threshold is None:
+            threshold = best_threshold(candidates, golds)[0]
+        metrics = squad_metrics([self.choose(c, threshold)["answer"] for c in candidates], golds)
+        metrics["null_threshold"] = threshold
         metrics["loss"] = loss / (2 * max(1, len(examples)))
         metrics["num_windows"] = len(examples)
         return metrics
@@ -269,7 +317,7 @@ class QuestionAnsweringTask:
         questions = require_texts(table, self.question_column)
         features = self.features(tokenizer, questions, require_texts(table, self.context_column), None)
         logits = self.window_logits(model, features, pad_token_id, batch_size, device, autocast)
-        return self.best_answers(features, logits)
+        return self.best_answers(features, logits, self.null_threshold or 0.0)
 
     def report(self, metrics: dict[str, Any], title: str) -> str:
         lines = [title, "", f"{'':<14}{'exact match':>12}{'F1':>8}{'questions':>11}",
@@ -282,9 +330,33 @@ class QuestionAnsweringTask:
             )
         lines += [
             "",
-            f"(SQuAD normalization, percent; {metrics['num_windows']} windows, loss {metrics['loss']:.4f})",
+            f"(SQuAD normalization, percent; {metrics['num_windows']} windows, loss {metrics['loss']:.4f}; "
+            f"no answer when the null score beats the best span's by more than {metrics['null_threshold']:.3f})",
         ]
         return "\n".join(lines)
 
     def epoch_summary(self, metrics: dict[str, Any]) -> str:
         return f"exact match {metrics['exact_match']:.2f}, f1 {metrics['f1']:.2f}"
+
+
+def best_threshold(candidates: list[dict[str, Any]], golds: list[list[str]]) -> tuple[float, float, float]:
+    """(threshold, F1 there, F1 at 0): the null-score margin that maximises SQuAD F1 over these questions
+    (the official v2.0 script's best_f1_thresh); ties go to the threshold nearest 0."""
+    choose = QuestionAnsweringTask.choose
+    span_f1 = [
+        squad_metrics([choose(c, math.inf)["answer"]], [g])["f1"]
+        for c, g in zip(candidates, golds, strict=True)
+    ]
+    null_f1 = [100.0 * (not [a for a in g if normalize_answer(a)]) for g in golds]
+    margins = [
+        c["null"]["logit"] - c["span"]["logit"] if c["span"] is not None else math.inf for c in candidates
+    ]
+
+    def f1_at(threshold: float) -> float:
+        chosen = [n if m > threshold else a for m, n, a in zip(margins, null_f1, span_f1, strict=True)]
+        return sum(chosen) / max(1, len(chosen))
+
+    # Only the margins themselves change the answers: answering exactly the questions with margin <= t.
+    options = sorted({0.0, *(m for m in margins if math.isfinite(m))}, key=abs)
+    best = max(options, key=f1_at)  # max keeps the first of equal scores: the one nearest 0
+    return best, f1_at(best), f1_at(0.0)

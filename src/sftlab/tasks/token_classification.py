@@ -1,9 +1,11 @@
-"""Token classification (NER, POS): one tag per word, a linear head on every token.
+"""Token classification (NER, POS, chunking): one tag per word, a linear head on every token.
 
 Words are split into sub-word tokens; only each word's first sub-token carries the word's tag (the rest
-get -100 and add nothing to the loss), and a word's prediction is its first sub-token's. Tags are read
-in IOB1 or IOB2 and stored as IOB2 (every entity starts with B-), which is what `transformers.pipeline`
-groups. Entity-level metrics are seqeval's (see `sftlab.evaluation.entities`).
+get -100 and add nothing to the loss), and a word's prediction is its first sub-token's. Entity tags
+(`data.tag_scheme` iob1 or iob2) are stored as IOB2 (every entity starts with B-), which is what
+`transformers.pipeline` groups, and scored with seqeval's entity metrics (see `sftlab.evaluation.entities`).
+Plain tags (part-of-speech and other per-word labels) are kept as they are and scored per word: token
+accuracy and per-tag precision / recall / F1. Unset, the scheme is detected from the training tags.
 
 Text and offsets: for word input (CoNLL files, JSONL `tokens`), the text is the words joined by single
 spaces and entity offsets index that text; raw `text` input is split into words by the tokenizer's own
@@ -13,6 +15,7 @@ pre-tokenizer, and offsets index the text as given.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +27,18 @@ from sftlab.data.batching import inference_batches
 from sftlab.data.readers import Table
 from sftlab.errors import SftlabError
 from sftlab.evaluation.entities import entity_metrics, entity_spans, iob1_to_iob2, split_tag
+from sftlab.evaluation.metrics import classification_metrics
 
 IGNORE = -100
+IOB_TAG = re.compile(r"O|[BI]-\S+")
+
+
+def detect_tag_scheme(sequences: list[list[str]]) -> str:
+    """iob2 when every tag is O, B-TYPE or I-TYPE and every entity starts with B-; iob1 when some start
+    with I-; plain for any other tag set (e.g. part-of-speech tags)."""
+    if not all(IOB_TAG.fullmatch(tag) for tags in sequences for tag in tags):
+        return "plain"
+    return "iob2" if all(iob1_to_iob2(tags) == tags for tags in sequences) else "iob1"
 
 
 def _tag_key(tag: str) -> tuple[int, str, str]:
@@ -44,24 +57,49 @@ class TokenClassificationTask:
     text_column: str = "text"
     max_length: int = 128
     strict: bool = False
+    scheme: str = "iob2"
+    """iob2 or iob1 (entity tags, stored as IOB2) or plain (tags kept as they are)."""
     name: str = "token_classification"
-    main_metric: str = "entity_f1"
+    setup_note: str = ""
+    """One line for the run's log: which tag scheme was chosen and why."""
+
+    @property
+    def main_metric(self) -> str:
+        return "token_accuracy" if self.scheme == "plain" else "entity_f1"
 
     @classmethod
     def from_config(cls, config: Any, tables: dict[str, Table]) -> TokenClassificationTask:
         data = config.data
         task = cls([], data.tokens_column, data.tags_column, data.conll_tag_field, data.text_column,
-                   data.max_length, data.entity_eval_mode == "strict")  # fmt: skip
-        seen = {tag for tags in task.sentences(tables["train"])[1] for tag in tags}
-        kinds = {split_tag(tag)[1] for tag in seen} - {""}
-        # Both B- and I- of every type, so a type seen only in one-word entities can still be continued.
-        names = {"O"} | {f"{prefix}-{kind}" for kind in kinds for prefix in ("B", "I")}
-        bad = sorted(tag for tag in seen if split_tag(tag)[0] not in ("B", "I", "O"))
-        if bad:
+                   data.max_length, data.entity_eval_mode == "strict", scheme="plain")  # fmt: skip
+        raw = task.sentences(tables["train"])[1]
+        seen = {tag for tags in raw for tag in tags}
+        detected = detect_tag_scheme(raw)
+        scheme = data.tag_scheme or detected
+        if scheme != "plain" and detected == "plain":
+            bad = sorted(tag for tag in seen if not IOB_TAG.fullmatch(tag))
             raise SftlabError(
-                f"{tables['train'].path}: tags must be IOB1/IOB2 (O, B-TYPE, I-TYPE), found {', '.join(bad[:5])}"
+                f"{tables['train'].path}: data.tag_scheme {scheme} needs tags O, B-TYPE, I-TYPE, found "
+                f"{', '.join(map(repr, bad[:5]))}; set data.tag_scheme: plain for per-word tags such as POS"
             )
-        task.label_names = sorted(names, key=_tag_key)
+        task.scheme = scheme
+        if scheme == "plain":
+            # Rare tags (a POS tag only in test) are normal for per-word tags: every split's tags get an
+            # output, and one never seen in training simply scores as misses.
+            others = [tag for split, table in tables.items() if split != "train" for tags in task.sentences(table)[1]
+                      for tag in tags]  # fmt: skip
+            task.label_names = sorted(seen | set(others))
+        else:
+            kinds = {split_tag(tag)[1] for tag in seen} - {""}
+            # Both B- and I- of every type, so a type seen only in one-word entities can still be continued.
+            names = {"O"} | {f"{prefix}-{kind}" for kind in kinds for prefix in ("B", "I")}
+            task.label_names = sorted(names, key=_tag_key)
+        how = "set by data.tag_scheme" if data.tag_scheme else "detected; set data.tag_scheme to choose"
+        metrics = "token accuracy, per-tag P/R/F1" if scheme == "plain" else "entity P/R/F1"
+        examples = ", ".join(sorted(seen)[:6]) + (", ..." if len(seen) > 6 else "")
+        task.setup_note = (
+            f"tags: {scheme} ({how}), {len(seen)} tags in train ({examples}); metrics: {metrics}"
+        )
         for split, table in tables.items():
             if split != "train":
                 task.encode_labels(table)
@@ -74,8 +112,10 @@ class TokenClassificationTask:
         model = AutoModelForTokenClassification.from_pretrained(model_dir)
         names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
         data = config.data
+        # The scheme a run trained with is saved in its config; runs from before tag_scheme were entity runs.
+        scheme = data.tag_scheme or getattr(model.config, "sftlab_tag_scheme", None) or "iob2"
         return cls(names, data.tokens_column, data.tags_column, data.conll_tag_field, data.text_column,
-                   data.max_length, data.entity_eval_mode == "strict"), model  # fmt: skip
+                   data.max_length, data.entity_eval_mode == "strict", scheme), model  # fmt: skip
 
     @property
     def input_column(self) -> str:
@@ -105,11 +145,12 @@ class TokenClassificationTask:
         return words
 
     def sentences(self, table: Table) -> tuple[list[list[str]], list[list[str]]]:
-        """(words, IOB2 tags) of every row; CoNLL rows take their tags from column `conll_tag_field`."""
+        """(words, tags) of every row, entity tags as IOB2; CoNLL rows take their tags from column
+        `conll_tag_field` (a column other than the last is taken from `fields` even when rows have tags)."""
         all_words, all_tags = [], []
         for index, row in enumerate(table.rows):
             words = self.words(table, index)
-            if self.tags_column in row:
+            if self.tags_column in row and (self.conll_tag_field == -1 or "fields" not in row):
                 tags = row[self.tags_column]
             elif "fields" in row:
                 fields = row["fields"]
@@ -134,8 +175,9 @@ class TokenClassificationTask:
                 raise SftlabError(
                     f"{table.where(index)}: '{self.tags_column}' must be a list of {len(words)} tags, one per word"
                 )
+            tags = [tag.strip() for tag in tags]
             all_words.append(words)
-            all_tags.append(iob1_to_iob2([tag.strip() for tag in tags]))
+            all_tags.append(tags if self.scheme == "plain" else iob1_to_iob2(tags))
         return all_words, all_tags
 
     def encode_labels(self, table: Table) -> list[list[int]]:
@@ -154,10 +196,12 @@ class TokenClassificationTask:
     def load_model(self, location: str, config: Any) -> Any:
         from sftlab.models import load_pretrained_with_head
 
-        return load_pretrained_with_head(
+        model = load_pretrained_with_head(
             "AutoModelForTokenClassification", location, config.model, config.trust_remote_code,
             num_labels=len(self.label_names), id2label=dict(enumerate(self.label_names)), label2id=self.label2id,
         )  # fmt: skip
+        model.config.sftlab_tag_scheme = self.scheme  # saved with the model: predict reads the same scheme
+        return model
 
     def encode_words(self, tokenizer: Any, sentences: list[list[str]]) -> list[dict[str, Any]]:
         """Token ids per sentence and where each word's first sub-token sits (-1: truncated or no tokens)."""
@@ -231,13 +275,15 @@ class TokenClassificationTask:
         return out
 
     def word_tags(self, probabilities: torch.Tensor, starts: list[int]) -> list[str]:
-        # A truncated word (start -1) is predicted O: it was never seen.
+        # A truncated word (start -1) was never seen: O for entity tags, the first tag for plain tags.
         ids = probabilities.argmax(-1).tolist()
-        return [self.label_names[i] if start >= 0 else "O" for i, start in zip(ids, starts, strict=True)]
+        unseen = self.label_names[0] if self.scheme == "plain" else "O"
+        return [self.label_names[i] if start >= 0 else unseen for i, start in zip(ids, starts, strict=True)]
 
     def evaluate(self, model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_size: int,
                  device: torch.device, autocast: Any) -> dict[str, Any]:  # fmt: skip
-        """Entity P/R/F1 per type and overall, token accuracy (over words), and cross-entropy per word."""
+        """Entity P/R/F1 per type and overall (entity tags) or per-tag P/R/F1 (plain tags), token accuracy
+        (over words), and cross-entropy per word."""
         probabilities = self.word_probabilities(model, examples, pad_token_id, batch_size, device, autocast)
         true_tags, pred_tags, loss, words = [], [], 0.0, 0
         for example, word_probabilities in zip(examples, probabilities, strict=True):
@@ -248,7 +294,17 @@ class TokenClassificationTask:
                 if start >= 0:
                     loss -= math.log(max(float(row[tag_id]), 1e-12))
                     words += 1
-        metrics = entity_metrics(true_tags, pred_tags, strict=self.strict)
+        if self.scheme == "plain":
+            label2id = self.label2id
+            flat = classification_metrics(
+                [label2id[t] for tags in true_tags for t in tags], [label2id[t] for tags in pred_tags for t in tags],
+                self.label_names,
+            )  # fmt: skip
+            metrics = {"token_accuracy": flat["accuracy"], "tag_f1_macro": flat["f1_macro"],
+                       "tag_f1_weighted": flat["f1_weighted"], "num_words": flat["num_examples"],
+                       "per_tag": flat["per_class"]}  # fmt: skip
+        else:
+            metrics = entity_metrics(true_tags, pred_tags, strict=self.strict)
         metrics["loss"] = loss / max(1, words)
         metrics["num_examples"] = len(examples)
         return metrics
@@ -285,14 +341,23 @@ class TokenClassificationTask:
             tags = self.word_tags(word_probabilities, example["word_starts"])
             scores = word_probabilities.max(-1).values.tolist()
             entities = []
-            for kind, first, last in entity_spans(tags):
+            for kind, first, last in entity_spans(tags) if self.scheme != "plain" else []:
                 start, end = offsets[first][0], offsets[last][1]
                 entities.append({"label": kind, "start": start, "end": end, "text": text[start:end],
                                  "score": sum(scores[first : last + 1]) / (last - first + 1)})  # fmt: skip
-            predictions.append({"text": text, "entities": entities, "tokens": words, "tags": tags})
+            prediction = {"text": text, "tokens": words, "tags": tags}
+            predictions.append(prediction if self.scheme == "plain" else {**prediction, "entities": entities})
         return predictions
 
     def report(self, metrics: dict[str, Any], title: str) -> str:
+        if self.scheme == "plain":
+            lines = [title, "", f"{'tag':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+            for tag, scores in metrics["per_tag"].items():
+                lines.append(f"{tag:<16}{scores['precision']:>10.4f}{scores['recall']:>10.4f}{scores['f1']:>10.4f}"
+                             f"{scores['support']:>10}")  # fmt: skip
+            lines += ["", f"token accuracy {metrics['token_accuracy']:.4f} over {metrics['num_words']} words, "
+                          f"macro F1 {metrics['tag_f1_macro']:.4f}, loss {metrics['loss']:.4f}"]  # fmt: skip
+            return "\n".join(lines)
         lines = [title, "", f"{'type':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
         for kind, scores in metrics["per_type"].items():
             lines.append(f"{kind:<16}{scores['precision']:>10.4f}{scores['recall']:>10.4f}{scores['f1']:>10.4f}"
@@ -304,4 +369,6 @@ class TokenClassificationTask:
         return "\n".join(lines)
 
     def epoch_summary(self, metrics: dict[str, Any]) -> str:
+        if self.scheme == "plain":
+            return f"token accuracy {metrics['token_accuracy']:.4f}, macro f1 {metrics['tag_f1_macro']:.4f}"
         return f"entity f1 {metrics['entity_f1']:.4f}, token accuracy {metrics['token_accuracy']:.4f}"
