@@ -7,7 +7,7 @@ import torch
 
 from conftest import trec_texts
 from sftlab.catalog.models import resolve_model
-from sftlab.prefix_cache import compute_prefix, frozen_prefix_depth, pad_prefix, run_from_prefix
+from sftlab.speed.prefix_cache import compute_prefix, frozen_prefix_depth, pad_prefix, run_from_prefix
 from sftlab.tasks.classification import pad_batch
 
 

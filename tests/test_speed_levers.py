@@ -125,7 +125,7 @@ def test_bf16_probe_and_allocator_setting():
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_first_token_top_block_gives_the_plain_models_logits_and_gradients(attention):
-    from sftlab.first_token import first_token_top, supports_first_token_top
+    from sftlab.speed.first_token import first_token_top, supports_first_token_top
 
     model, tokenizer = _minilm(attn_implementation=attention)
     assert supports_first_token_top(model)
@@ -145,7 +145,7 @@ def test_first_token_top_block_gives_the_plain_models_logits_and_gradients(atten
 
 
 def test_fast_dropout_drops_at_rate_p_scales_exactly_and_follows_the_seed():
-    from sftlab.fast_dropout import FastDropout, fast_dropout
+    from sftlab.speed.fast_dropout import FastDropout, fast_dropout
 
     layer = FastDropout(0.1).train()
     x = torch.ones(1000, 1000, requires_grad=True)
@@ -203,7 +203,7 @@ def test_bf16_and_token_budget_runs_match_the_fp32_run_on_real_data(tmp_path):
     ("head", "attention"), [("sequence", "sdpa"), ("sequence", "eager"), ("token", "sdpa")]
 )
 def test_unpadded_encoder_gives_the_plain_models_logits_and_gradients(head, attention):
-    from sftlab.unpadded import padded_rows, supports_unpadded, unpadded_encoder
+    from sftlab.speed.unpadded import padded_rows, supports_unpadded, unpadded_encoder
 
     model, tokenizer = _minilm(head, attn_implementation=attention)
     assert supports_unpadded(model)
@@ -229,8 +229,8 @@ def test_unpadded_encoder_gives_the_plain_models_logits_and_gradients(head, atte
 
 
 def test_unpadded_encoder_runs_from_the_frozen_prefix_cache():
-    from sftlab.prefix_cache import compute_prefix, pad_prefix, run_from_prefix
-    from sftlab.unpadded import unpadded_encoder
+    from sftlab.speed.prefix_cache import compute_prefix, pad_prefix, run_from_prefix
+    from sftlab.speed.unpadded import unpadded_encoder
 
     model, tokenizer = _minilm()
     model.eval()
@@ -253,7 +253,7 @@ def test_unpadded_encoder_runs_from_the_frozen_prefix_cache():
 
 @pytest.mark.parametrize(("name", "weight_decay"), [("adamw", 0.01), ("adamw", 0.0), ("adam", 0.0)])
 def test_used_embedding_rows_train_like_the_whole_table(minilm_batch, name, weight_decay):
-    from sftlab.embedding_rows import used_rows
+    from sftlab.speed.embedding_rows import used_rows
     from sftlab.optim.optimizers import OPTIMIZERS, parameter_groups
 
     model, batch, labels = minilm_batch
@@ -296,7 +296,7 @@ def test_used_embedding_rows_train_like_the_whole_table(minilm_batch, name, weig
 
 
 def test_used_embedding_rows_decline_what_they_cannot_do_exactly(minilm_batch):
-    from sftlab.embedding_rows import used_rows
+    from sftlab.speed.embedding_rows import used_rows
 
     model, batch, _ = minilm_batch
     ids = batch["input_ids"].tolist()
@@ -309,7 +309,7 @@ def test_used_embedding_rows_decline_what_they_cannot_do_exactly(minilm_batch):
 
 
 def test_row_counts_round_up_to_few_sizes():
-    from sftlab.unpadded import padded_rows
+    from sftlab.speed.unpadded import padded_rows
 
     sizes = {padded_rows(count) for count in range(1, 2049)}
     assert all(padded_rows(count) >= count and padded_rows(count) % 16 == 0 for count in range(1, 2049))
@@ -321,8 +321,8 @@ def test_row_counts_round_up_to_few_sizes():
 def test_unpadded_training_attention_with_fast_dropout(attention):
     """In CPU training the unpadded blocks compute attention themselves, with FastDropout on the
     probabilities. At p=0 that is the plain model's computation; at p>0 the probabilities are dropped."""
-    from sftlab.fast_dropout import FastDropout, fast_dropout
-    from sftlab.unpadded import unpadded_encoder
+    from sftlab.speed.fast_dropout import FastDropout, fast_dropout
+    from sftlab.speed.unpadded import unpadded_encoder
 
     model, tokenizer = _minilm(attn_implementation=attention)
     batch = dict(tokenizer(trec_texts("validation", 12), padding=True, return_tensors="pt"))
@@ -364,7 +364,7 @@ def test_unpadded_encoder_knows_each_listed_architecture(architecture):
         vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         max_position_embeddings=64, num_labels=3, pad_token_id=1,
     )  # fmt: skip
-    from sftlab.unpadded import supports_unpadded, unpadded_encoder
+    from sftlab.speed.unpadded import supports_unpadded, unpadded_encoder
 
     for head in ("ForSequenceClassification", "ForTokenClassification"):
         torch.manual_seed(0)

@@ -33,7 +33,8 @@ import torch
 from sftlab.errors import SftlabError
 from sftlab.outputs import describe_write_error, write_errors
 
-FORMAT = 1
+FORMAT = 2
+"""2: the run state as one object (sftlab.engine.TrainState) and the start-up decisions."""
 STATE = "state.json"
 MODEL = "model.safetensors"
 BEST = "best.safetensors"
@@ -210,8 +211,13 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
         state = json.loads(state_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise SftlabError(f"{state_path}: not valid JSON: {error}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or not isinstance(state.get("format"), int):
         raise SftlabError(f"{state_path}: not an sftlab checkpoint of format {FORMAT}")
+    if state["format"] != FORMAT:
+        raise SftlabError(
+            f"{state_path}: a checkpoint of format {state['format']}, written by another sftlab version; this "
+            f"one reads format {FORMAT}: start the run again (or resume it with the sftlab that wrote it)"
+        )
     for name, digest in state.get("sha256", {}).items():
         path = checkpoint / name
         if not path.is_file():
@@ -292,6 +298,7 @@ HARMLESS_KEYS = {
     "data.cache_tokenized",
     "output_dir",
     "train.eval_batch_size",
+    "train.log_every",
     "train.save_every",
     "train.keep_last",
     "train.skip_nonfinite_batches",

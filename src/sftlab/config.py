@@ -149,6 +149,9 @@ class TrainConfig(_Section):
     """Where to train: auto uses a CUDA GPU when one is visible (or the devices `accelerate launch` gives)."""
     eval_every: int | Literal["epoch"] = "epoch"
     """Evaluate on validation at the end of every epoch, or every N optimizer steps."""
+    log_every: int = Field(default=10, ge=1)
+    """Record training loss, learning rate, gradient norm and throughput every N optimizer steps (metrics.json's
+    log_history, and the trackers)."""
     metric_for_best: str | None = None
     """Validation metric that picks the saved model (null: the task's main metric, e.g. accuracy)."""
     patience: int | None = Field(default=None, ge=1)

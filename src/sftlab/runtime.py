@@ -114,7 +114,7 @@ KERNEL_CACHE = 64
 def limit_kernel_cache() -> None:
     """Cap ideep's cache of compiled matrix-product kernels at `KERNEL_CACHE` (env LRU_CACHE_CAPACITY; a
     value the user set wins). The cache keeps a kernel, with its scratch memory, for every matrix shape it
-    meets; unpadded training (sftlab.unpadded) meets a few dozen row counts, and with the default the
+    meets; unpadded training (sftlab.speed.unpadded) meets a few dozen row counts, and with the default the
     frozen case of the benchmark peaked at 808 MB against 720 MB capped, at the same speed (MiniLM full
     fine-tuning: 916 against 859-866 MB, 388 against 387-391 samples/s). Takes effect only before the
     process's first such product, so it is called before the bf16 probe."""

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sftlab.fast_dropout import FastDropout
-from sftlab.first_token import FIRST_TOKEN_HEADS, first_query_mask, model_attention
+from sftlab.speed.fast_dropout import FastDropout
+from sftlab.speed.first_token import FIRST_TOKEN_HEADS, first_query_mask, model_attention
 
 ROW_MULTIPLE = 16
 """The smallest step the real-token count is rounded up by (see `padded_rows`)."""

@@ -112,24 +112,38 @@ def used_rows(
     optimizer_name: str,
     weight_decay: float,
 ) -> UsedRows | None:
+    """`used_rows_or_reason` without the reason."""
+    return used_rows_or_reason(model, token_ids, layers, optimizer_name, weight_decay)[0]
+
+
+def used_rows_or_reason(
+    model: nn.Module,
+    token_ids: Iterable[list[int]],
+    layers: list[tuple[str, list[tuple[str, nn.Parameter]]]],
+    optimizer_name: str,
+    weight_decay: float,
+) -> tuple[UsedRows | None, str]:
     """Set up training of the used rows only, if it applies and pays; `layers` (the optimizer's parameter
-    list) gets the compact rows in place of the table. None (nothing changed) otherwise."""
+    list) gets the compact rows in place of the table. Returns the rows (None: nothing changed) and why."""
     embedding = embedding_table(model)
-    if embedding is None or optimizer_name not in ("adam", "adamw"):
-        return None
+    if embedding is None:
+        return None, "no plain, untied, trainable word-embedding table"
+    if optimizer_name not in ("adam", "adamw"):
+        return None, f"optim.name {optimizer_name}: only Adam and AdamW leave unused rows exactly still"
     if optimizer_name == "adam" and weight_decay:  # Adam's decay is a gradient: every row would move
-        return None
+        return None, "Adam with weight decay moves every row"
     if not any(parameter is embedding.weight for _, parameters in layers for _, parameter in parameters):
-        return None
+        return None, "the embedding table does not train"
     seen = torch.zeros(embedding.weight.shape[0], dtype=torch.bool)
     for ids in token_ids:
         seen[torch.as_tensor(ids, dtype=torch.long)] = True
     used = seen.nonzero().squeeze(1).to(embedding.weight.device)
+    share = f"{len(used):,} of {embedding.weight.shape[0]:,} rows"
     if len(used) >= WORTH_IT * embedding.weight.shape[0]:
-        return None
+        return None, f"the data uses {share}"
     rows = UsedRows(model, embedding, used)
     for _, parameters in layers:
         for index, (name, parameter) in enumerate(parameters):
             if parameter is embedding.weight:
                 parameters[index] = (name, rows.rows)
-    return rows
+    return rows, share
