@@ -317,8 +317,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     from sftlab.errors import SftlabError
 
     if args.action == "list":
+        width = max(len(name) for name in BUILTIN_MODELS) + 2
         for name, spec in BUILTIN_MODELS.items():
-            print(f"{name:<10}{spec.description} (PyPI {spec.package}=={spec.version})")
+            print(f"{name:<{width}}{spec.description} (PyPI {spec.package}=={spec.version})")
         return 0
     if args.name not in BUILTIN_MODELS:
         raise SftlabError(f"unknown built-in model '{args.name}' (built-in: {', '.join(BUILTIN_MODELS)})")

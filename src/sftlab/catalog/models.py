@@ -68,6 +68,15 @@ class QuantizedE5Model:
     1.9 s: upcast on every load); see benchmarks/e5_conversion.py."""
     description: str
 
+    @property
+    def package(self) -> str:
+        """For `sftlab models list`, which prints `package==version`: both source packages."""
+        return f"{self.weights.package}=={self.weights.version} + {self.tokenizer.package}"
+
+    @property
+    def version(self) -> str:
+        return self.tokenizer.version
+
 
 BUILTIN_MODELS["multilingual_e5_small"] = QuantizedE5Model(  # type: ignore[assignment]
     name="multilingual_e5_small",
