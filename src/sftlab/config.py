@@ -53,6 +53,9 @@ class DataConfig(_Section):
     """Use only the first N training examples (after the deterministic split); null for all."""
     max_eval_samples: int | None = Field(default=None, gt=0)
     """Use only the first N validation and test examples; null for all."""
+    max_validation_samples: int | None = Field(default=None, gt=0)
+    """Use only the first N validation examples (applied after max_eval_samples): cheaper evaluations during
+    training while the final report still covers the whole test split; null for max_eval_samples."""
     max_length: int = Field(default=128, ge=8, le=8192)
     """Truncate inputs to this many tokens."""
     cache_tokenized: bool = True

@@ -184,8 +184,8 @@ def _parse_chinese_sentiment(files: dict[str, bytes]) -> list[dict[str, Any]]:
 PKU_ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 SENTENCE_ENDS = {"。", "！", "？"}
 CLOSING_MARKS = {"”", "’", "』", "」", "）", "》"}
-CLAUSE_ENDS = {"，", "；", "："}
-LONGEST_SENTENCE = 120  # characters: longer sentences are cut at clause marks (no entity spans one)
+CLAUSE_ENDS = {"，", "；", "：", "、"}
+LONGEST_SENTENCE = 110  # characters: longer sentences are cut (no entity spans a cut), so <= 128 tokens hold most
 
 
 def pku_entities(line: str) -> list[tuple[str, str]]:
@@ -238,7 +238,8 @@ def _character_rows(words: list[tuple[str, str]]) -> dict[str, Any]:
 
 def _sentences(words: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     """A line's words cut into sentences after 。！？ (closing quotes right after them stay with them); a
-    sentence longer than LONGEST_SENTENCE characters is cut again after clause marks (，；：)."""
+    sentence longer than LONGEST_SENTENCE characters is cut again after clause marks (，；：、), or after
+    any non-entity word where a clause runs past the limit."""
     sentences: list[list[tuple[str, str]]] = [[]]
     for index, (word, kind) in enumerate(words):
         sentences[-1].append((word, kind))
@@ -255,7 +256,11 @@ def _sentences(words: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
         piece: list[tuple[str, str]] = []
         for word, kind in sentence:
             piece.append((word, kind))
-            if word in CLAUSE_ENDS and sum(len(w) for w, _ in piece) >= LONGEST_SENTENCE // 2:
+            length = sum(len(w) for w, _ in piece)
+            # At a clause mark once past half the limit; at any word outside an entity past the limit.
+            if (word in CLAUSE_ENDS and length >= LONGEST_SENTENCE // 2) or (
+                length >= LONGEST_SENTENCE and not kind
+            ):
                 cut.append(piece)
                 piece = []
         if piece:

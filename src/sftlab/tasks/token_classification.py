@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from sftlab.data.batching import inference_batches
 from sftlab.data.readers import Table
-from sftlab.data.spaceless import join_words, joins, split_words, word_start_marker
+from sftlab.data.spaceless import is_wide, join_words, joins, split_words, word_start_marker
 from sftlab.errors import SftlabError
 from sftlab.evaluation.entities import entity_metrics, entity_spans, iob1_to_iob2, split_tag
 
@@ -200,11 +200,20 @@ class TokenClassificationTask:
         ids, word_ids = list(encoded["input_ids"][row]), encoded.word_ids(row)
         marker_text = tokenizer.convert_ids_to_tokens(marker)
         pieces = tokenizer.convert_ids_to_tokens(ids)
+        word_ids = list(word_ids)
         keep = []
         for position, (token, word) in enumerate(zip(ids, word_ids, strict=True)):
             first = word is not None and (position == 0 or word_ids[position - 1] != word)
-            if first and word > 0 and joins(words[word - 1], words[word]):
-                if token == marker and position + 1 < len(ids) and word_ids[position + 1] == word:
+            lone = token == marker and position + 1 < len(ids) and word_ids[position + 1] == word
+            if (
+                first
+                and lone
+                and is_wide(words[word][0])
+                and not (word > 0 and joins(words[word - 1], words[word]))
+            ):
+                word_ids[position] = None  # the sentence's opening `▁` stays, the character carries the tag
+            elif first and word > 0 and joins(words[word - 1], words[word]):
+                if lone:
                     continue
                 piece = pieces[position]
                 if piece.startswith(marker_text) and len(piece) > len(marker_text):
