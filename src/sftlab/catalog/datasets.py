@@ -185,7 +185,8 @@ PKU_ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 SENTENCE_ENDS = {"。", "！", "？"}
 CLOSING_MARKS = {"”", "’", "』", "」", "）", "》"}
 CLAUSE_ENDS = {"，", "；", "：", "、"}
-LONGEST_SENTENCE = 110  # characters: longer sentences are cut (no entity spans a cut), so <= 128 tokens hold most
+# Characters: longer sentences are cut (no entity spans a cut), so max_length 128 holds every sentence.
+LONGEST_SENTENCE = 110
 
 
 def pku_entities(line: str) -> list[tuple[str, str]]:
