@@ -299,3 +299,21 @@ def test_a_bad_chinese_row_names_its_line(ner_run, tmp_path):
     result = run_cli("predict", str(ner_run), "--input", str(bad))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{bad} line 2: 'tokens' holds '京 市'" in result.stderr
+
+
+def test_max_validation_samples_cuts_validation_only():
+    from sftlab.config import load_config
+    from sftlab.data.loading import load_tables
+
+    data = load_config({"data": {"dataset": "chinese_sentiment", "max_validation_samples": 10}}).data
+    assert {split: len(table) for split, table in load_tables(data).items()} == {
+        "train": 13891, "validation": 10, "test": 1736
+    }  # fmt: skip
+    data = load_config(
+        {"data": {"dataset": "chinese_sentiment", "max_eval_samples": 5, "max_validation_samples": 10}}
+    ).data
+    assert {split: len(table) for split, table in load_tables(data).items()} == {
+        "train": 13891,
+        "validation": 5,
+        "test": 5,
+    }

@@ -176,7 +176,7 @@ class TokenClassificationTask:
             rows = [(encoded["input_ids"][row], encoded.word_ids(row), encoded.get("token_type_ids", [None] * len(sentences))[row])
                     for row in range(len(sentences))]  # fmt: skip
         else:
-            encoded = tokenizer(sentences, is_split_into_words=True)
+            encoded = tokenizer(sentences, is_split_into_words=True, verbose=False)  # truncated below
             rows = [
                 self._without_markers(tokenizer, encoded, row, words, marker)
                 for row, words in enumerate(sentences)
