@@ -253,8 +253,8 @@ def test_unpadded_encoder_runs_from_the_frozen_prefix_cache():
 
 @pytest.mark.parametrize(("name", "weight_decay"), [("adamw", 0.01), ("adamw", 0.0), ("adam", 0.0)])
 def test_used_embedding_rows_train_like_the_whole_table(minilm_batch, name, weight_decay):
-    from sftlab.speed.embedding_rows import used_rows
     from sftlab.optim.optimizers import OPTIMIZERS, parameter_groups
+    from sftlab.speed.embedding_rows import used_rows
 
     model, batch, labels = minilm_batch
     results = {}

@@ -19,8 +19,15 @@ def finetune(
     overwrite: bool = False,
     echo: bool = True,
     resume: bool | Path | str = False,
+    *,
+    on_evaluation: Any = None,
+    on_log: Any = None,
 ) -> FinetuneResult:
     """Fine-tune as `config` says (a YAML path, a dict, or a Config), with `a.b=value` overrides;
-    `resume=True` continues from the latest checkpoint in output_dir, `resume=PATH` from that checkpoint."""
+    `resume=True` continues from the latest checkpoint in output_dir, `resume=PATH` from that checkpoint.
+    `on_evaluation(state, metrics)` runs at every validation evaluation (return True to stop training);
+    `on_log(state, record)` receives the training and validation records (see `sftlab.engine`)."""
     resolved = load_config(config, overrides)
-    return run_finetune(resolved, overwrite=overwrite, echo=echo, resume=resume)
+    return run_finetune(
+        resolved, overwrite=overwrite, echo=echo, resume=resume, on_evaluation=on_evaluation, on_log=on_log
+    )

@@ -158,6 +158,7 @@ def save_checkpoint(
                 _fsync_file(temporary / name)
             record = {
                 "format": FORMAT,
+                "step": step,
                 **state,
                 "has_best_file": best_state is not None,
                 "sha256": {name: _sha256(temporary / name) for name in files},
@@ -368,7 +369,7 @@ def restore_checkpoint(
     best_state = None
     if saved.get("has_best_file"):
         best_state = load_tensors(checkpoint / BEST)
-    elif saved.get("best", {}).get("step") == saved["step"]:
+    elif saved["best_step"] == saved["step"]:
         best_state = {key: value.clone() for key, value in weights.items()}
     restore_rng(*load_rng(checkpoint, accelerator.process_index))
     return best_state

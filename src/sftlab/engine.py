@@ -88,7 +88,7 @@ OnLog = Callable[[TrainState, dict[str, Any]], None]
 class Fitted:
     state: TrainState
     model: Any
-    """The unwrapped model, holding the best weights."""
+    """The model as prepared by the accelerator (wrapped for DDP/FSDP), holding the best weights."""
     levers: Levers
     parameters: dict[str, int]
     """trainable (ever), trainable at start, total."""
@@ -122,7 +122,7 @@ def fit(
     `where(i)`: names training example i in error messages ("train.csv line 12"). `plan(epoch=e)`: the
     step plan (a list of steps, each a list of micro-batches of example indices), by default
     length-grouped batches of train.batch_size. `fingerprint`: the data's digest, kept in checkpoints so a
-    resume can refuse changed data. Returns the state and the model with the best weights."""
+    resume can refuse changed data. Returns the state and the (prepared) model with the best weights."""
     log = functools.partial(print, flush=True) if echo else (lambda *args, **kwargs: None)
     train_cfg, state = config.train, state or TrainState()
     train_set = encoded["train"]
@@ -156,8 +156,8 @@ def fit(
     splits = ", ".join(f"{split} {len(examples)}" for split, examples in encoded.items())
     log(
         f"sftlab: {config.task} | model {config.model} | {splits} | {trainable_at_start:,} of {total_params:,} parameters "
-        f"trainable | {precision} on {accelerator.device} x {accelerator.num_processes} "
-        f"({accelerator.distributed_type.value.lower()}) | {train_cfg.epochs} epochs x {steps_per_epoch} steps"
+        f"trainable | {precision} on {accelerator.device}, {processes_text(accelerator)} | "
+        f"{train_cfg.epochs} epochs x {steps_per_epoch} steps"
     )
     log(levers.describe())
     levers.start(train_set, functools.partial(task.collate, pad_token_id=pad_id), train_cfg.eval_batch_size,
@@ -177,7 +177,8 @@ def fit(
         levers.sync()
         state.schedule = schedule.state_dict() if hasattr(schedule, "state_dict") else None
         record = {
-            "run": state.to_json(), "levers": {d.lever: d.on for d in levers.decisions}, "precision": precision,
+            **state.to_json(), "run_fields": sorted(state.to_json()),
+            "levers": {d.lever: d.on for d in levers.decisions}, "precision": precision,
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             "config": config.to_yaml_dict(), "data": fingerprint,
         }  # fmt: skip
@@ -190,7 +191,8 @@ def fit(
         checkpoint, saved = resume
         best_weights = restore_checkpoint(checkpoint, saved, accelerator, model, optimizer)
         levers.restored()
-        state = type(state).from_json(saved["run"], checkpoint / "state.json")
+        state = type(state).from_json({k: saved[k] for k in saved["run_fields"] if k in saved},
+                                      checkpoint / "state.json")  # fmt: skip
         if state.schedule is not None:  # reduce_on_plateau's adapted level
             schedule.load_state_dict(state.schedule)
         log(f"resumed from {checkpoint} at step {state.step} of {total_steps}")
@@ -199,6 +201,52 @@ def fit(
     accelerator.wait_for_everyone()
     if output_dir is not None and accelerator.is_main_process:
         take_lock(output_dir, overwrite)
+
+    def forward_backward(micro_batches: list[list[int]]) -> tuple[float, int, int, int]:
+        """One optimizer step's forward and backward passes: summed loss, its terms, examples, tokens."""
+        # Normalize by the real number of loss terms in the whole step, across micro-batches and processes,
+        # so K accumulated micro-batches give exactly the update of one batch K times larger. DDP averages
+        # gradients over processes, hence the factor num_processes.
+        step_terms = sum(counts[i] for indices in micro_batches for i in indices)
+        step_terms = int(accelerator.reduce(torch.tensor(step_terms, device=accelerator.device), "sum"))
+        scale = accelerator.num_processes / step_terms
+        sums = [0.0, 0, 0, 0]
+        for index, indices in enumerate(micro_batches):
+            batch = {
+                key: value.to(accelerator.device)
+                for key, value in task.collate([train_set[i] for i in indices], pad_id).items()
+            }
+            # Gradients are exchanged between processes only on a step's last micro-batch.
+            last = index == len(micro_batches) - 1
+            with (
+                contextlib.nullcontext() if last else accelerator.no_sync(model),
+                accelerator.autocast(),
+                levers.micro_batch(indices, batch),
+            ):
+                loss_sum, terms = task.forward_loss(model, batch)
+            accelerator.backward(loss_sum * scale)
+            for position, value in enumerate(
+                (loss_sum.item(), terms, len(indices), int(batch["attention_mask"].sum()))
+            ):
+                sums[position] += value
+        return sums[0], int(sums[1]), int(sums[2]), int(sums[3])
+
+    def keep_best(metrics: dict[str, Any]) -> bool:
+        """Track the best evaluation; True when this one is it."""
+        nonlocal best_weights
+        value = metric_value(metrics, metric_for_best, "train.metric_for_best")
+        if hasattr(schedule, "observe"):  # reduce_on_plateau adapts at evaluations
+            schedule.observe(metric_value(metrics, plateau_metric, "schedule.plateau_metric"))
+        if state.best_value is not None and not (
+            value < state.best_value if lower_is_better else value > state.best_value
+        ):
+            state.evaluations_since_best += 1
+            return False
+        # The best model is the current one: copied only if another update follows (see the step), so a
+        # run whose last evaluation is its best never holds a second copy of the weights.
+        state.best_value, state.best_step, state.best_epoch = value, state.step, state.epoch + 1
+        best_weights, state.evaluations_since_best = None, 0
+        return True
 
     # --- fit
     from tqdm.auto import tqdm
@@ -215,7 +263,6 @@ def fit(
         # A resumed run starts mid-epoch: the plan is a pure function of (seed, epoch), so skipping is O(1).
         first = state.step - state.epoch * steps_per_epoch if state.epoch == start_epoch else 0
         for position_in_epoch in range(first, len(epoch_steps)):
-            micro_batches = epoch_steps[position_in_epoch]
             started = time.perf_counter()
             model.train()
             if trainable.stages:
@@ -228,31 +275,9 @@ def fit(
                         f"{count_parameters(unwrapped)[0]:,} parameters trainable")  # fmt: skip
             for group in optimizer.param_groups:
                 group["lr"] = group["peak_lr"] * schedule(state.step)
-            # Normalize by the real number of loss terms in the whole step, across micro-batches and processes,
-            # so K accumulated micro-batches give exactly the update of one batch K times larger. DDP averages
-            # gradients over processes, hence the factor num_processes.
-            step_terms = sum(counts[i] for indices in micro_batches for i in indices)
-            step_terms = int(accelerator.reduce(torch.tensor(step_terms, device=accelerator.device), "sum"))
-            scale = accelerator.num_processes / step_terms
-            step_loss, step_loss_terms, step_examples, step_tokens = 0.0, 0, 0, 0
-            for index, indices in enumerate(micro_batches):
-                batch = {
-                    key: value.to(accelerator.device)
-                    for key, value in task.collate([train_set[i] for i in indices], pad_id).items()
-                }
-                # Gradients are exchanged between processes only on a step's last micro-batch.
-                last = index == len(micro_batches) - 1
-                with (
-                    contextlib.nullcontext() if last else accelerator.no_sync(model),
-                    accelerator.autocast(),
-                    levers.micro_batch(indices, batch),
-                ):
-                    loss_sum, terms = task.forward_loss(model, batch)
-                accelerator.backward(loss_sum * scale)
-                step_loss += loss_sum.item()
-                step_loss_terms += terms
-                step_examples += len(indices)
-                step_tokens += int(batch["attention_mask"].sum())
+            step_loss, step_terms, step_examples, step_tokens = forward_backward(
+                epoch_steps[position_in_epoch]
+            )
             grad_norm = None
             if train_cfg.max_grad_norm is not None:
                 grad_norm = clip_gradients(model, optimizer, accelerator, train_cfg.max_grad_norm)
@@ -268,7 +293,7 @@ def fit(
                 optimizer.step()
                 levers.stepped(optimizer)
                 state.loss_total += step_loss
-                state.loss_terms += step_loss_terms
+                state.loss_terms += step_terms
                 state.examples_seen += step_examples
                 state.tokens_seen += step_tokens
             elif state.nonfinite_skipped < train_cfg.skip_nonfinite_batches:
@@ -278,18 +303,18 @@ def fit(
             else:
                 if output_dir is not None:
                     release_lock(output_dir)
-                raise SftlabError(
-                    nonfinite_message(fault, state.step + 1, state.epoch + 1, precision, train_cfg.learning_rate,
-                                      [where(i) for m in micro_batches for i in m],
-                                      list_checkpoints(output_dir) if output_dir is not None else [])
-                )  # fmt: skip
+                raise SftlabError(nonfinite_message(
+                    fault, state.step + 1, state.epoch + 1, precision, train_cfg.learning_rate,
+                    [where(i) for m in epoch_steps[position_in_epoch] for i in m],
+                    list_checkpoints(output_dir) if output_dir is not None else [],
+                ))  # fmt: skip
             clear_folded_clip(optimizer)
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             seconds = time.perf_counter() - started
             state.train_seconds += seconds
             if fault is None:
-                interval_add(state, step_loss, step_loss_terms, step_examples, step_tokens, seconds)
+                interval_add(state, step_loss, step_terms, step_examples, step_tokens, seconds)
             if state.step % train_cfg.log_every == 0:
                 record = log_record(state, steps_per_epoch, train_cfg.learning_rate * schedule(state.step - 1),
                                     grad_norm)  # fmt: skip
@@ -302,8 +327,11 @@ def fit(
             )  # fmt: skip
 
             end_of_epoch = position_in_epoch == len(epoch_steps) - 1
-            due = end_of_epoch if train_cfg.eval_every == "epoch" else state.step % int(train_cfg.eval_every) == 0
-            if not (due or state.step == total_steps):
+            every = train_cfg.eval_every
+            if (
+                not (end_of_epoch if every == "epoch" else state.step % int(every) == 0)
+                and state.step < total_steps
+            ):
                 if train_cfg.save_every is not None and state.step % train_cfg.save_every == 0:
                     checkpoint_now()
                 continue
@@ -312,24 +340,14 @@ def fit(
                 levers.prefix = None
                 release_freed_memory()
             metrics = evaluate()
-            value = metric_value(metrics, metric_for_best, "train.metric_for_best")
-            if hasattr(schedule, "observe"):  # reduce_on_plateau adapts at evaluations
-                schedule.observe(metric_value(metrics, plateau_metric, "schedule.plateau_metric"))
-            improved = state.best_value is None or (
-                value < state.best_value if lower_is_better else value > state.best_value
-            )
-            if improved:
-                # The best model is the current one: copied only if another update follows (see above), so
-                # a run whose last evaluation is its best never holds a second copy of the weights.
-                state.best_value, state.best_step, state.best_epoch = value, state.step, state.epoch + 1
-                best_weights, state.evaluations_since_best = None, 0
-            else:
-                state.evaluations_since_best += 1
+            improved = keep_best(metrics)
             train_loss = state.loss_total / max(1, state.loss_terms)
             summary = {key: v for key, v in metrics.items() if not isinstance(v, dict)}
-            state.history.append({"epoch": state.epoch + 1, "step": state.step, "train_loss": train_loss, **summary})
+            state.history.append(
+                {"epoch": state.epoch + 1, "step": state.step, "train_loss": train_loss, **summary}
+            )
             record = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4)}
-            record.update({f"validation/{key}": v for key, v in summary.items() if isinstance(v, int | float)})
+            record.update({f"validation/{k}": v for k, v in summary.items() if isinstance(v, int | float)})
             state.log_history.append(record)
             say(
                 f"epoch {state.epoch + 1}/{train_cfg.epochs} step {state.step}: train loss {train_loss:.4f} | "
@@ -359,27 +377,44 @@ def fit(
     return Fitted(state, model, levers, parameters)
 
 
-def interval_add(state: TrainState, loss: float, terms: int, examples: int, tokens: int, seconds: float) -> None:
+def processes_text(accelerator: Any) -> str:
+    """'1 process' or '2 processes (MULTI_CPU, gloo)'."""
+    count = accelerator.num_processes
+    if count == 1:
+        return "1 process"
+    backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "?"
+    return f"{count} processes ({accelerator.distributed_type.value}, {backend})"
+
+
+def interval_add(
+    state: TrainState, loss: float, terms: int, examples: int, tokens: int, seconds: float
+) -> None:
     for key, value in zip(INTERVAL, (loss, terms, examples, tokens, seconds), strict=True):
         state.interval[key] += value
 
 
-def log_record(state: TrainState, steps_per_epoch: int, learning_rate: float, grad_norm: Any) -> dict[str, Any]:
-    """The per-interval training record (flat scalars, what trackers take); appended to log_history."""
+def log_record(
+    state: TrainState, steps_per_epoch: int, learning_rate: float, grad_norm: Any
+) -> dict[str, Any]:
+    """The per-interval training record (flat scalars, what trackers take). `log_history` keeps what defines
+    the run (loss, learning rate, gradient norm), so a resumed run's is the uninterrupted run's; the record
+    returned for `on_log` adds the interval's throughput."""
     sums = state.interval
-    seconds = sums["seconds"] or float("nan")
     record = {
         "step": state.step,
         "epoch": round(state.step / steps_per_epoch, 4),
         "train/loss": sums["loss"] / sums["terms"] if sums["terms"] else float("nan"),
         "train/learning_rate": learning_rate,
         "train/grad_norm": float(grad_norm) if grad_norm is not None else None,
+    }
+    state.log_history.append(record)
+    seconds = sums["seconds"] or float("nan")
+    timing = {
         "train/samples_per_s": sums["examples"] / seconds,
         "train/tokens_per_s": sums["tokens"] / seconds,
     }
-    state.log_history.append(record)
     state.interval = dict.fromkeys(INTERVAL, 0.0)
-    return record
+    return {**record, **timing}
 
 
 def agree(flag: bool, accelerator: Any) -> bool:

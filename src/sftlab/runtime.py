@@ -18,20 +18,67 @@ from sftlab.errors import SftlabError
 def cpu_has_fast_bf16() -> bool:
     """Whether bf16 matrix products are fast enough on this CPU for bf16 autocast to pay.
 
-    AMX tiles (Sapphire Rapids and later) always are. Other CPUs with AVX512-BF16 differ a lot: one Xeon
-    here ran bf16 products only ~1.5x faster than fp32 (autocast's casts then made training slower,
-    62 vs 86 samples/s), an AMD Zen 5 ran them 4.4x faster (268 vs 154 samples/s). So there the answer is
-    measured once per process: a BERT-layer-sized product in both precisions, about 80 ms.
+    CPU flags decide first: AMX tiles (Sapphire Rapids and later) always are fast, no AVX512-BF16 never
+    is. CPUs with AVX512-BF16 but no AMX differ a lot: one Xeon here ran bf16 products only ~1.5x faster
+    than fp32 (autocast's casts then made training slower, 62 vs 86 samples/s), an AMD Zen 5 ran them 4.4x
+    faster (268 vs 154 samples/s). There the answer is measured (`matmul_speed_ratio`, robust to a loaded
+    machine) once per machine and kept in sftlab's cache (`machine.json`, keyed by CPU model and torch
+    version), so every later run on the machine decides the same way, however busy it is then; and a resumed
+    run keeps the precision its checkpoint recorded.
     """
     if torch.cpu._is_amx_tile_supported():
         return True
     if not torch.cpu._is_avx512_bf16_supported():
         return False
-    return matmul_speed_ratio() >= FAST_BF16_RATIO
+    return measured_bf16_ratio() >= FAST_BF16_RATIO
 
 
 FAST_BF16_RATIO = 2.0
 """bf16 must multiply at least this many times faster than fp32 to be chosen by `precision: auto`."""
+
+
+def machine_key() -> str:
+    """This machine's CPU model and torch version: what the bf16 measurement depends on."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), ""
+            )
+    except OSError:
+        pass
+    import platform
+
+    return f"{model or platform.processor() or platform.machine()} | torch {torch.__version__}"
+
+
+def measured_bf16_ratio() -> float:
+    """bf16 over fp32 matrix-product speed on this machine: from the per-machine cache, else measured
+    (`matmul_speed_ratio`) and kept there (a cache that cannot be written only costs a measurement per process)."""
+    import json
+
+    from sftlab.catalog.fetch import cache_dir
+
+    path, key = cache_dir() / "machine.json", machine_key()
+    try:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        facts = {}
+    if not isinstance(facts, dict):
+        facts = {}
+    entry = facts.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("bf16_speed_ratio"), int | float):
+        return float(entry["bf16_speed_ratio"])
+    ratio = matmul_speed_ratio()
+    facts[key] = {"bf16_speed_ratio": round(ratio, 3)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:
+        pass
+    return ratio
 
 
 def matmul_gflops(dtype: torch.dtype, rows: int = 4096, repeats: int = 20) -> float:
@@ -51,9 +98,34 @@ def matmul_gflops(dtype: torch.dtype, rows: int = 4096, repeats: int = 20) -> fl
     return 2 * rows * 384 * 1536 * repeats / best / 1e9
 
 
-def matmul_speed_ratio(rows: int = 512, repeats: int = 6) -> float:
-    """How many times faster bf16 multiplies than fp32 on this machine (about 80 ms to measure)."""
-    return matmul_gflops(torch.bfloat16, rows, repeats) / matmul_gflops(torch.float32, rows, repeats)
+def matmul_speed_ratio(rows: int = 256, repeats: int = 2, rounds: int = 9) -> float:
+    """How many times faster bf16 multiplies than fp32 on this machine, robust to a loaded machine.
+
+    Timed on one thread in that thread's CPU time (`time.thread_time`), so time spent descheduled while other
+    processes run does not count; each round times both precisions back to back and the median of the rounds'
+    ratios is taken. Wall-clock timings of both threads flipped the decision on a busy machine here (a Zen 5
+    measured 2.1 at load average 31, 4.3 idle); this probe measured 3.8-4.1 at that load. About 50 ms idle."""
+    import statistics
+    import time
+
+    def seconds(dtype: torch.dtype) -> float:
+        a, b = torch.randn(rows, 384, dtype=dtype), torch.randn(384, 1536, dtype=dtype)
+        a @ b
+        start = time.thread_time()
+        for _ in range(repeats):
+            a @ b
+        return time.thread_time() - start
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ratios = []
+        for _ in range(rounds):
+            bf16 = seconds(torch.bfloat16)
+            ratios.append(seconds(torch.float32) / max(bf16, 1e-9))
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(ratios)
 
 
 def resolve_precision(choice: str, use_cuda: bool) -> str:

@@ -73,7 +73,9 @@ def finetune(
         )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # A resumed run keeps the precision it started in, whatever `auto` would pick on today's machine.
-    precision = saved.get("precision", config.train.precision) if checkpoint is not None else config.train.precision
+    precision = (
+        saved.get("precision", config.train.precision) if checkpoint is not None else config.train.precision
+    )
     accelerator, precision = make_accelerator(config.train.device, precision)
     set_seed(config.train.seed)
     model = task.load_model(location, config)
@@ -117,7 +119,7 @@ def finetune(
     )
     if accelerator.is_main_process:
         with staged_output(config.output_dir) as staging:
-            save_model(model, staging / "model")  # a LoRA run: adapter + head
+            save_model(accelerator.unwrap_model(model), staging / "model")  # a LoRA run: adapter + head
             tokenizer.save_pretrained(staging / "model")
             save_config(config, staging / "config.yaml")
             record = {**final, "history": run.history, "log_history": run.log_history}

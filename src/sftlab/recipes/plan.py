@@ -12,6 +12,8 @@ from sftlab.freezing import count_parameters
 from sftlab.models import load_tokenizer, locate_model, quiet_transformers
 from sftlab.optim.schedules import warmup_steps_for
 from sftlab.recipes.components import make_optimizer, make_schedule, trainable_layers
+from sftlab.runtime import resolve_precision, wants_cuda
+from sftlab.speed import decisions_for_plan
 from sftlab.tasks import task_class
 
 
@@ -24,14 +26,17 @@ def describe_plan(config: Config) -> str:
     optimizer = make_optimizer(trainable, config)
 
     train = config.train
-    # How many steps depends only on the number of examples, not on their lengths, except with a token
-    # budget: then the training texts are tokenized to count.
-    lengths = [1] * len(tables["train"])
-    if train.batch_tokens is not None:
-        tokenizer = load_tokenizer(locate_model(config.model), config.model, config.trust_remote_code)
-        train_only = {"train": tables["train"]}
-        encoded = encode_cached(task, tokenizer, train_only, config, data_fingerprint(train_only))["train"]
-        lengths = [len(example["input_ids"]) for example in encoded]
+    # The training texts are tokenized (or read from the token cache): a token budget's step count and the
+    # used-embedding-rows lever depend on them.
+    tokenizer = load_tokenizer(locate_model(config.model), config.model, config.trust_remote_code)
+    train_only = {"train": tables["train"]}
+    encoded = encode_cached(task, tokenizer, train_only, config, data_fingerprint(train_only))["train"]
+    lengths = [len(example["input_ids"]) for example in encoded] if train.batch_tokens else [1] * len(encoded)
+    use_cuda = wants_cuda(train.device)
+    precision = resolve_precision(train.precision, use_cuda)
+    levers = decisions_for_plan(train, model, trainable, "cuda" if use_cuda else "cpu",
+                                (example["input_ids"] for example in encoded), config.optim.name,
+                                config.optim.weight_decay)  # fmt: skip
     steps_per_epoch = len(
         plan_steps(lengths, train.batch_size, train.gradient_accumulation_steps, train.micro_batch_size,
                    False, train.seed, epoch=0, batch_tokens=train.batch_tokens)
@@ -50,6 +55,8 @@ def describe_plan(config: Config) -> str:
         f"optimizer {config.optim.name}, weight decay {config.optim.weight_decay} on matrices | "
         f"schedule {config.schedule.name}"
         + ("" if config.schedule.name == "slanted_triangular" else f", warmup {warmup} steps"),
+        f"precision {precision}" + (" (auto)" if train.precision == "auto" else ""),
+        "speed levers (one process): " + "; ".join(str(decision) for decision in levers),
         "",
         f"{'layer':<12}{'parameters':>12}  {'state':<22}{'peak lr':>10}",
     ]

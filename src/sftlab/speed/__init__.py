@@ -156,7 +156,9 @@ def choose_levers(
             on_why[lever] = why
         decisions.append(Decision(lever, not why_not, why_not or on_why[lever]))
         if why_not and recorded is not None and recorded.get(lever):
-            raise SftlabError(f"--resume: the {lever} lever was on when the run started and cannot be now ({why_not})")
+            raise SftlabError(
+                f"--resume: the {lever} lever was on when the run started and cannot be now ({why_not})"
+            )
     return Levers(decisions, prefix_depth=depth if decisions[0].on else 0, rows=rows, model=model)
 
 

@@ -126,8 +126,11 @@ def used_rows_or_reason(
     """Set up training of the used rows only, if it applies and pays; `layers` (the optimizer's parameter
     list) gets the compact rows in place of the table. Returns the rows (None: nothing changed) and why."""
     embedding = embedding_table(model)
+    current = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embedding is None and getattr(getattr(current, "weight", None), "requires_grad", True) is False:
+        return None, "the word embeddings are frozen"
     if embedding is None:
-        return None, "no plain, untied, trainable word-embedding table"
+        return None, "no plain word-embedding table apart from the output layer"
     if optimizer_name not in ("adam", "adamw"):
         return None, f"optim.name {optimizer_name}: only Adam and AdamW leave unused rows exactly still"
     if optimizer_name == "adam" and weight_decay:  # Adam's decay is a gradient: every row would move
