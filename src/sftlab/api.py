@@ -57,6 +57,8 @@ def data_check(
     from sftlab.recipes.data_check import data_check as run_data_check
 
     return run_data_check(load_config(config, overrides), write_clean, relabel=relabel, echo=echo)
+
+
 def meta_learn(
     config: Config | dict[str, Any] | str | Path | None = None,
     overrides: list[str] | None = None,
@@ -68,6 +70,8 @@ def meta_learn(
     from sftlab.recipes.meta import meta_learn as run_meta
 
     return run_meta(load_config(config, overrides), overwrite=overwrite, echo=echo)
+
+
 def search(
     config: Config | dict[str, Any] | str | Path | None = None,
     overrides: list[str] | None = None,

@@ -350,10 +350,14 @@ def cmd_data(args: argparse.Namespace) -> int:
     from sftlab.recipes.data_check import data_check
 
     data_check(config, args.write_clean, relabel=args.relabel, remove=remove)
+
+
 def cmd_meta(args: argparse.Namespace) -> int:
     from sftlab.api import meta_learn
 
     meta_learn(args.config, args.overrides, overwrite=args.overwrite, echo=not args.quiet)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from sftlab.config import load_config
     from sftlab.recipes.search import search
@@ -550,8 +554,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     from sftlab.errors import SftlabError
 
     if args.action == "list":
+        width = max(len(name) for name in BUILTIN_MODELS) + 2
         for name, spec in BUILTIN_MODELS.items():
-            width = max(len(name) for name in BUILTIN_MODELS) + 2
             print(f"{name:<{width}}{spec.description} (PyPI {spec.package}=={spec.version})")
         return 0
     if args.name not in BUILTIN_MODELS:

@@ -63,6 +63,9 @@ class DataConfig(_Section):
     """Use only the first N training examples (after the deterministic split); null for all."""
     max_eval_samples: int | None = Field(default=None, gt=0)
     """Use only the first N validation and test examples; null for all."""
+    max_validation_samples: int | None = Field(default=None, gt=0)
+    """Use only the first N validation examples (applied after max_eval_samples): cheaper evaluations during
+    training while the final report still covers the whole test split; null for max_eval_samples."""
     max_length: int = Field(default=128, ge=8, le=8192)
     """Truncate inputs to this many tokens."""
     cache_tokenized: bool = True
@@ -550,6 +553,8 @@ class SearchConfig(_Section):
         if value is not None and (not value or len(set(value)) != len(value) or min(value) < 0):
             raise ValueError("must be a non-empty list of distinct seeds >= 0, or null")
         return value
+
+
 # Defaults that differ by task, applied to every key a config leaves unset (its explicit values always win).
 # Measured on this project's small encoders (MiniLM, 22.7M parameters): token and span heads start from
 # random weights and need a higher rate and more passes than a sentence head; QA windows need room for a

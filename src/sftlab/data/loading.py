@@ -55,6 +55,11 @@ def load_tables(data: DataConfig) -> dict[str, Table]:
                 tables[split] = tables[split].subset(
                     list(range(min(data.max_eval_samples, len(tables[split]))))
                 )
+    if data.max_validation_samples is not None:
+        validation = tables["validation"]
+        tables["validation"] = validation.subset(
+            list(range(min(data.max_validation_samples, len(validation))))
+        )
     return tables
 
 

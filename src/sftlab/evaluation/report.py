@@ -4,14 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from wcwidth import wcswidth
+
+
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes: 2 per Chinese / Japanese character (East Asian Wide), 1 otherwise."""
+    width = wcswidth(text)
+    return width if width >= 0 else len(text)  # control characters: count them as one column each
+
+
+def ljust(text: str, width: int) -> str:
+    """`text` padded on the right to `width` terminal columns (f-string padding counts characters)."""
+    return text + " " * max(0, width - display_width(text))
+
+
+def rjust(text: str, width: int) -> str:
+    return " " * max(0, width - display_width(text)) + text
+
 
 def format_classification_report(metrics: dict[str, Any], title: str) -> str:
     per_class = metrics["per_class"]
-    width = max(12, *(len(name) for name in per_class)) + 2
+    width = max(12, *(display_width(name) for name in per_class)) + 2
     lines = [title, "", f"{'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
     for name, row in per_class.items():
         lines.append(
-            f"{name:<{width}}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10d}"
+            f"{ljust(name, width)}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10d}"
         )
     total = metrics["num_examples"]
     lines.append("")
@@ -27,8 +44,8 @@ def format_classification_report(metrics: dict[str, Any], title: str) -> str:
         return "\n".join([*lines, "", summary])
     lines += ["", summary, "", "confusion matrix (rows: true label, columns: predicted)"]
     names = metrics["confusion_matrix"]["labels"]
-    cell = max(6, *(len(name) + 1 for name in names))
-    lines.append(" " * width + "".join(f"{name:>{cell}}" for name in names))
+    cell = max(6, *(display_width(name) + 1 for name in names))
+    lines.append(" " * width + "".join(rjust(name, cell) for name in names))
     for name, row in zip(names, metrics["confusion_matrix"]["matrix"], strict=True):
-        lines.append(f"{name:<{width}}" + "".join(f"{count:>{cell}d}" for count in row))
+        lines.append(ljust(name, width) + "".join(f"{count:>{cell}d}" for count in row))
     return "\n".join(lines)

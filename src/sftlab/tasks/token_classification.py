@@ -8,8 +8,9 @@ Plain tags (part-of-speech and other per-word labels) are kept as they are and s
 accuracy and per-tag precision / recall / F1. Unset, the scheme is detected from the training tags.
 
 Text and offsets: for word input (CoNLL files, JSONL `tokens`), the text is the words joined by single
-spaces and entity offsets index that text; raw `text` input is split into words by the tokenizer's own
-pre-tokenizer, and offsets index the text as given.
+spaces (no space next to a Chinese / Japanese character: `sftlab.data.spaceless`) and entity offsets index
+that text; raw `text` input is split into words by the tokenizer's own pre-tokenizer, every CJK character
+a word of its own (Chinese NER is tagged per character), and offsets index the text as given.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from sftlab.data.batching import inference_batches
 from sftlab.data.readers import Table
+from sftlab.data.spaceless import is_wide, join_words, joins, split_words, word_start_marker
 from sftlab.errors import SftlabError
 from sftlab.evaluation.entities import entity_metrics, entity_spans, iob1_to_iob2, split_tag
 from sftlab.evaluation.metrics import classification_metrics
@@ -204,19 +206,76 @@ class TokenClassificationTask:
         return model
 
     def encode_words(self, tokenizer: Any, sentences: list[list[str]]) -> list[dict[str, Any]]:
-        """Token ids per sentence and where each word's first sub-token sits (-1: truncated or no tokens)."""
-        encoded = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=self.max_length)
+        """Token ids per sentence and where each word's first sub-token sits (-1: truncated or no tokens).
+
+        Between words written without a space (Chinese characters) a SentencePiece tokenizer's lone
+        word-start token is left out (see `sftlab.data.spaceless`), then the sentence is truncated."""
+        marker = word_start_marker(tokenizer)
+        if marker is None or not any(
+            joins(a, b) for words in sentences for a, b in zip(words, words[1:], strict=False)
+        ):
+            encoded = tokenizer(
+                sentences, is_split_into_words=True, truncation=True, max_length=self.max_length
+            )
+            rows = [(encoded["input_ids"][row], encoded.word_ids(row), encoded.get("token_type_ids", [None] * len(sentences))[row])
+                    for row in range(len(sentences))]  # fmt: skip
+        else:
+            encoded = tokenizer(sentences, is_split_into_words=True, verbose=False)  # truncated below
+            rows = [
+                self._without_markers(tokenizer, encoded, row, words, marker)
+                for row, words in enumerate(sentences)
+            ]
         examples = []
-        for row, words in enumerate(sentences):
+        for (input_ids, word_ids, token_type_ids), words in zip(rows, sentences, strict=True):
             first = [-1] * len(words)
-            for position, word in enumerate(encoded.word_ids(row)):
+            for position, word in enumerate(word_ids):
                 if word is not None and first[word] == -1:
                     first[word] = position
-            example = {"input_ids": encoded["input_ids"][row], "word_starts": first}
-            if "token_type_ids" in encoded:
-                example["token_type_ids"] = encoded["token_type_ids"][row]
+            example = {"input_ids": input_ids, "word_starts": first}
+            if token_type_ids is not None:
+                example["token_type_ids"] = token_type_ids
             examples.append(example)
         return examples
+
+    def _without_markers(self, tokenizer: Any, encoded: Any, row: int, words: list[str], marker: int) -> tuple[list[int], list[int | None], list[int] | None]:  # fmt: skip
+        """One sentence's (ids, word ids, token type ids) with no word-start marker on the words joined to
+        the one before (a lone `▁` is left out, `▁中` becomes `中` when the vocabulary has it), then
+        truncated to max_length (its closing special tokens kept, as the tokenizer truncates)."""
+        ids, word_ids = list(encoded["input_ids"][row]), encoded.word_ids(row)
+        marker_text = tokenizer.convert_ids_to_tokens(marker)
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        word_ids = list(word_ids)
+        keep = []
+        for position, (token, word) in enumerate(zip(ids, word_ids, strict=True)):
+            first = word is not None and (position == 0 or word_ids[position - 1] != word)
+            lone = token == marker and position + 1 < len(ids) and word_ids[position + 1] == word
+            if (
+                first
+                and lone
+                and is_wide(words[word][0])
+                and not (word > 0 and joins(words[word - 1], words[word]))
+            ):
+                word_ids[position] = None  # the sentence's opening `▁` stays, the character carries the tag
+            elif first and word > 0 and joins(words[word - 1], words[word]):
+                if lone:
+                    continue
+                piece = pieces[position]
+                if piece.startswith(marker_text) and len(piece) > len(marker_text):
+                    bare = tokenizer.convert_tokens_to_ids(piece[len(marker_text) :])
+                    if bare is not None and bare != tokenizer.unk_token_id:
+                        ids[position] = bare
+            keep.append(position)
+        if len(keep) > self.max_length:
+            tail = 0
+            while tail < len(keep) and word_ids[keep[len(keep) - 1 - tail]] is None:
+                tail += 1
+            keep = keep[: self.max_length - tail] + keep[len(keep) - tail :]
+        types = encoded["token_type_ids"][row] if "token_type_ids" in encoded else None
+        return (
+            [ids[i] for i in keep],
+            [word_ids[i] for i in keep],
+            [types[i] for i in keep] if types else None,
+        )
 
     def encode(self, tokenizer: Any, table: Table) -> list[dict[str, Any]]:
         words, _ = self.sentences(table)
@@ -315,17 +374,12 @@ class TokenClassificationTask:
         texts, spans = [], []
         for index, row in enumerate(table.rows):
             if self.tokens_column in row:
-                words = self.words(table, index)
-                offsets, position = [], 0
-                for word in words:
-                    offsets.append((position, position + len(word)))
-                    position += len(word) + 1
-                texts.append(" ".join(words))
+                text, offsets = join_words(self.words(table, index))
+                texts.append(text)
             elif isinstance(row.get(self.text_column), str) and row[self.text_column].strip():
                 texts.append(row[self.text_column])
-                offsets = [
-                    span for _, span in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(texts[-1])
-                ]
+                pieces = tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(texts[-1])
+                offsets = split_words(texts[-1], [span for _, span in pieces])
             else:
                 raise SftlabError(
                     f"{table.where(index)}: expected a non-empty '{self.text_column}' or a '{self.tokens_column}' list"
@@ -358,9 +412,11 @@ class TokenClassificationTask:
             lines += ["", f"token accuracy {metrics['token_accuracy']:.4f} over {metrics['num_words']} words, "
                           f"macro F1 {metrics['tag_f1_macro']:.4f}, loss {metrics['loss']:.4f}"]  # fmt: skip
             return "\n".join(lines)
+        from sftlab.evaluation.report import ljust
+
         lines = [title, "", f"{'type':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
         for kind, scores in metrics["per_type"].items():
-            lines.append(f"{kind:<16}{scores['precision']:>10.4f}{scores['recall']:>10.4f}{scores['f1']:>10.4f}"
+            lines.append(f"{ljust(kind, 16)}{scores['precision']:>10.4f}{scores['recall']:>10.4f}{scores['f1']:>10.4f}"
                          f"{scores['support']:>10}")  # fmt: skip
         lines.append(f"{'overall (micro)':<16}{metrics['entity_precision']:>10.4f}"
                      f"{metrics['entity_recall']:>10.4f}{metrics['entity_f1']:>10.4f}{metrics['num_entities']:>10}")  # fmt: skip
