@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from sftlab.data.batching import inference_batches
 from sftlab.data.readers import Table
+from sftlab.distributed import local_model, map_sharded
 from sftlab.errors import SftlabError
 from sftlab.evaluation.entities import entity_metrics, entity_spans, iob1_to_iob2, split_tag
 
@@ -238,7 +239,8 @@ class TokenClassificationTask:
     def evaluate(self, model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_size: int,
                  device: torch.device, autocast: Any) -> dict[str, Any]:  # fmt: skip
         """Entity P/R/F1 per type and overall, token accuracy (over words), and cross-entropy per word."""
-        probabilities = self.word_probabilities(model, examples, pad_token_id, batch_size, device, autocast)
+        probabilities = map_sharded(lambda part: self.word_probabilities(local_model(model), part, pad_token_id,
+                                                                         batch_size, device, autocast), examples)  # fmt: skip
         true_tags, pred_tags, loss, words = [], [], 0.0, 0
         for example, word_probabilities in zip(examples, probabilities, strict=True):
             gold = example["word_tags"]
