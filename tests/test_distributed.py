@@ -16,7 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +51,21 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 @pytest.fixture(scope="module")
-def model_without_dropout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def scratch() -> Iterator[Path]:
+    """A private folder: pytest's shared base folder is pruned by other sessions' runs on a shared machine."""
+    folder = Path(tempfile.mkdtemp(prefix="sftlab-distributed-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def model_without_dropout(scratch: Path) -> Path:
     """The real MiniLM with dropout 0: one process with batch 2B draws other dropout masks than two with B,
     so only a dropout-free model can give the same run on both (the weights are the real ones, linked)."""
     from sftlab.catalog.models import resolve_model
 
-    source, folder = Path(resolve_model("minilm")), tmp_path_factory.mktemp("minilm-no-dropout")
+    source, folder = Path(resolve_model("minilm")), scratch / "minilm-no-dropout"
+    folder.mkdir()
     for item in source.iterdir():
         if item.name != "config.json":
             (folder / item.name).symlink_to(item.resolve())
@@ -80,8 +91,8 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, model_without_dropout: Path) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("distributed")
+def runs(scratch: Path, model_without_dropout: Path) -> dict[str, Any]:
+    root = scratch
     one = _run(_train([sys.executable], root / "one", model_without_dropout, *ONE_PROCESS))
     two = _run(_train(TORCHRUN, root / "two", model_without_dropout, *TWO_PROCESSES))
     return {"root": root, "one": (root / "one", one), "two": (root / "two", two)}

@@ -123,7 +123,12 @@ def fit(
     step plan (a list of steps, each a list of micro-batches of example indices), by default
     length-grouped batches of train.batch_size. `fingerprint`: the data's digest, kept in checkpoints so a
     resume can refuse changed data. Returns the state and the (prepared) model with the best weights."""
-    log = functools.partial(print, flush=True) if echo else (lambda *args, **kwargs: None)
+    # Only the main process prints: N processes would print every line N times.
+    log = (
+        functools.partial(print, flush=True)
+        if echo and accelerator.is_main_process
+        else (lambda *a, **k: None)
+    )
     train_cfg, state = config.train, state or TrainState()
     train_set = encoded["train"]
     # Frozen-for-good parameters stay out of the optimizer; gradually unfrozen ones are in it from the start

@@ -204,7 +204,7 @@ def release_freed_memory() -> None:
 def make_accelerator(device: str, precision: str) -> tuple[Any, str]:
     """An accelerate.Accelerator (one process, or the processes `accelerate launch` started) and the
     precision it runs in."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     use_cuda = wants_cuda(device)
     if not use_cuda:
@@ -218,7 +218,11 @@ def make_accelerator(device: str, precision: str) -> tuple[Any, str]:
     # a hyperparameter search) may want another precision. The process group (PartialState) is kept.
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed, cpu=not use_cuda), resolved
+    # DDP re-broadcasts rank 0's buffers before every forward pass; a transformer's buffers are constants
+    # (position and token-type ids), and with frozen embeddings (their module holds them) torch 2.13's
+    # broadcast fails an internal assert ("!tensors.empty()"), so they are not broadcast.
+    ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+    return Accelerator(mixed_precision=mixed, cpu=not use_cuda, kwargs_handlers=[ddp]), resolved
 
 
 def set_seed(seed: int) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from sftlab.distributed import data_parallel_rank
 from sftlab.errors import SftlabError
 from sftlab.speed.embedding_rows import UsedRows, used_rows_or_reason
 from sftlab.speed.fast_dropout import use_fast_dropout
@@ -125,6 +126,10 @@ def choose_levers(
     parameter list `trainable.layers` then holds the compact rows). `settings` is the train config section;
     `recorded`: the decisions a resumed run started with, kept (a lever off then stays off)."""
     unfreezing = "gradual unfreezing" if trainable.stages else ""
+    # FSDP and DeepSpeed hold each parameter in shards, whose forward passes these levers were never tested on.
+    sharded = (
+        processes > 1 and data_parallel_rank()[1] == 1 and f"{processes} processes with sharded parameters"
+    )
     # Under DDP each process runs the same model on its own batches, so the levers that only change how a
     # forward pass computes (prefix cache, unpadded blocks, first-token top, fast dropout) stay exact. The used
     # rows are a parameter outside the model, which DDP would not average across processes.
@@ -135,11 +140,11 @@ def choose_levers(
     depth = frozen_prefix_depth(model)
     # Each lever's first reason not to apply, in order; "" for none. Cheap checks only, the used rows last.
     reasons = {
-        "prefix cache": [not settings.cache_frozen_prefix and "train.cache_frozen_prefix is false", unfreezing,
+        "prefix cache": [not settings.cache_frozen_prefix and "train.cache_frozen_prefix is false", unfreezing, sharded,
                          depth == 0 and "no frozen embeddings and bottom blocks"],
-        "unpadded blocks": [not settings.unpad and "train.unpad is false",
+        "unpadded blocks": [not settings.unpad and "train.unpad is false", sharded,
                             not supports_unpadded(model) and "not a BERT-style encoder with a known head"],
-        "first-token top": [not settings.first_token_top and "train.first_token_top is false",
+        "first-token top": [not settings.first_token_top and "train.first_token_top is false", sharded,
                             not supports_first_token_top(model) and "not a [CLS] head of a BERT-style encoder"],
         "used embedding rows": [not settings.used_embedding_rows and "train.used_embedding_rows is false", rows_shared],
         "fast dropout": [not settings.fast_dropout and "train.fast_dropout is false",
