@@ -181,3 +181,25 @@ def test_killed_launcher_resumes_on_two_processes_where_the_uninterrupted_run_en
     }
     assert sorted(p.name for p in output.iterdir()) == ["config.yaml", "metrics.json", "model"]
     shutil.rmtree(output)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "examples" / "accelerate").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_accelerate_configs_load_and_show_their_command(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    first = path.read_text().splitlines()[0]
+    assert (
+        first.startswith("# ") and "accelerate launch --config_file examples/accelerate/" + path.name in first
+    )
+    config = load_config_from_file(str(path))
+    assert config.distributed_type.value in {"MULTI_GPU", "FSDP", "DEEPSPEED"}
+    if config.distributed_type.value == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == 2
+
+
+def test_map_sharded_on_one_process_is_a_plain_call():
+    from sftlab.distributed import map_sharded
+
+    assert map_sharded(lambda part: [x * 2 for x in part], [3, 1, 2]) == [6, 2, 4]
