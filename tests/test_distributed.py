@@ -10,6 +10,7 @@ losses to 1e-5 relative, weights to 1e-5 absolute. Resume on the same number of 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -98,6 +99,21 @@ def runs(scratch: Path, model_without_dropout: Path) -> dict[str, Any]:
     return {"root": root, "one": (root / "one", one), "two": (root / "two", two)}
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
 def _metrics(output: Path) -> dict[str, Any]:
     return json.loads((output / "metrics.json").read_text())
 
@@ -148,7 +164,7 @@ def test_killed_launcher_resumes_on_two_processes_where_the_uninterrupted_run_en
 ):
     reference, output = runs["two"][0], runs["root"] / "killed"
     # accelerate's own launcher this time (with --multi_gpu and ACCELERATE_USE_CPU it starts two CPU processes);
-    # the launcher and its workers are one process group, killed at once as a lost machine would be.
+    # the launcher and its workers are killed at once, as a lost machine would be.
     launcher = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
     launcher[0] = str(Path(sys.executable).with_name("accelerate"))
@@ -162,7 +178,10 @@ def test_killed_launcher_resumes_on_two_processes_where_the_uninterrupted_run_en
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "the run never wrote its step-4 checkpoint"
         time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
+    # torch's elastic agent starts its workers in sessions of their own: kill the whole tree at once.
+    for pid in [process.pid, *_descendants(process.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     process.wait()
     assert not (output / "metrics.json").exists()
     assert {p.name for p in checkpoint.iterdir()} >= {"rng-rank0.safetensors", "rng-rank1.safetensors"}
