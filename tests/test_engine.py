@@ -181,3 +181,27 @@ def test_old_checkpoint_format_is_refused(tmp_path: Path) -> None:
         f"{checkpoint / 'state.json'}: a checkpoint of format 1, written by another sftlab version; this one "
         "reads format 2: start the run again (or resume it with the sftlab that wrote it)"
     )
+
+
+def test_a_second_fit_of_the_same_model_sees_it_as_it_was(tmp_path: Path) -> None:
+    """After `fit`, the levers leave no trace on the model: the embedding table the used-rows lever trained
+    is trainable again, so a second `fit` (meta-learning, few-shot stages) decides the levers afresh."""
+    from sftlab.data.loading import load_tables
+    from sftlab.engine import fit
+    from sftlab.models import load_tokenizer, locate_model
+    from sftlab.runtime import make_accelerator
+    from sftlab.tasks import task_class
+
+    config = tiny_config(tmp_path / "run", "train.precision=fp32", "train.device=cpu")
+    tables = load_tables(config.data)
+    task = task_class(config.task).from_config(config, tables)
+    location = locate_model(config.model)
+    tokenizer = load_tokenizer(location, config.model, config.trust_remote_code)
+    encoded = {split: task.encode(tokenizer, table) for split, table in tables.items()}
+    model = task.load_model(location, config)
+    accelerator, precision = make_accelerator("cpu", "fp32")
+    first = fit(task, encoded, model, config, accelerator, precision, tokenizer.pad_token_id, echo=False)
+    assert first.levers.on("used embedding rows")
+    assert model.get_input_embeddings().weight.requires_grad
+    second = fit(task, encoded, model, config, accelerator, precision, tokenizer.pad_token_id, echo=False)
+    assert [str(d) for d in second.levers.decisions] == [str(d) for d in first.levers.decisions]

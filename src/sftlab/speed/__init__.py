@@ -104,8 +104,11 @@ class Levers:
             self.rows.reload()
 
     def end_training(self) -> None:
-        """Training is over: the cache's memory goes back, the model gets its own dropout again."""
+        """Training is over: the cache's memory goes back, the model gets its own dropout again, and the
+        embedding table is trainable again (a later `fit` of the same model decides afresh)."""
         self.prefix = None
+        if self.rows is not None:  # the loop synced the table just before
+            self.rows.weight.requires_grad_(True)
         if self.restore_dropout is not None:
             self.restore_dropout()
             self.restore_dropout = None
