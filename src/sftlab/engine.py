@@ -123,6 +123,8 @@ def fit(
     step plan (a list of steps, each a list of micro-batches of example indices), by default
     length-grouped batches of train.batch_size. `fingerprint`: the data's digest, kept in checkpoints so a
     resume can refuse changed data. Returns the state and the (prepared) model with the best weights."""
+    # Only the main process prints: N processes would print every line N times.
+    echo = echo and accelerator.is_main_process
     log = functools.partial(print, flush=True) if echo else (lambda *args, **kwargs: None)
     train_cfg, state = config.train, state or TrainState()
     train_set = encoded["train"]
@@ -229,6 +231,10 @@ def fit(
                 (loss_sum.item(), terms, len(indices), int(batch["attention_mask"].sum()))
             ):
                 sums[position] += value
+        # The step's loss and counts (logged, checked for NaN) are the whole step's, over all processes.
+        if accelerator.num_processes > 1:
+            totals = torch.tensor(sums, dtype=torch.float64, device=accelerator.device)
+            sums = accelerator.reduce(totals, "sum").tolist()
         return sums[0], int(sums[1]), int(sums[2]), int(sums[3])
 
     def keep_best(metrics: dict[str, Any]) -> bool:

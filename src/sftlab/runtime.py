@@ -208,7 +208,7 @@ def make_accelerator(
     """An accelerate.Accelerator (one process, or the processes `accelerate launch` started) and the
     precision it runs in. `log_with`: accelerate trackers (see sftlab.tracking), local ones under
     `logging_dir`; `tracking.Tracking` opens them at the first log record, once the output directory exists."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     use_cuda = wants_cuda(device)
     if not use_cuda:
@@ -223,7 +223,11 @@ def make_accelerator(
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed:
         AcceleratorState._reset_state()
     trackers = {"log_with": log_with, "project_dir": logging_dir} if log_with else {}
-    return Accelerator(mixed_precision=mixed, cpu=not use_cuda, **trackers), resolved
+    # DDP re-broadcasts rank 0's buffers before every forward pass; a transformer's buffers are constants
+    # (position and token-type ids), and with frozen embeddings (their module holds them) torch 2.13's
+    # broadcast fails an internal assert ("!tensors.empty()"), so they are not broadcast.
+    ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+    return Accelerator(mixed_precision=mixed, cpu=not use_cuda, kwargs_handlers=[ddp], **trackers), resolved
 
 
 def set_seed(seed: int) -> None:

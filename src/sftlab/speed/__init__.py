@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from sftlab.distributed import data_parallel_rank
 from sftlab.errors import SftlabError
 from sftlab.speed.embedding_rows import UsedRows, used_rows_or_reason
 from sftlab.speed.fast_dropout import use_fast_dropout
@@ -127,18 +128,28 @@ def choose_levers(
     """Which levers apply to this run, and why; sets up the used rows (before the optimizer is built: its
     parameter list `trainable.layers` then holds the compact rows). `settings` is the train config section;
     `recorded`: the decisions a resumed run started with, kept (a lever off then stays off)."""
-    shared = _shared_reasons(trainable, processes)
+    unfreezing = "gradual unfreezing" if trainable.stages else ""
+    # FSDP and DeepSpeed hold each parameter in shards, whose forward passes these levers were never tested on.
+    sharded = (
+        processes > 1 and data_parallel_rank()[1] == 1 and f"{processes} processes with sharded parameters"
+    )
+    # Under DDP each process runs the same model on its own batches, so the levers that only change how a
+    # forward pass computes (prefix cache, unpadded blocks, first-token top, fast dropout) stay exact. The used
+    # rows are a parameter outside the model, which DDP would not average across processes.
+    rows_shared = unfreezing or (
+        processes > 1
+        and f"{processes} processes: the compact rows are outside the model, DDP would not average them"
+    )
     depth = frozen_prefix_depth(model)
     # Each lever's first reason not to apply, in order; "" for none. Cheap checks only, the used rows last.
     reasons = {
-        "prefix cache": [not settings.cache_frozen_prefix and "train.cache_frozen_prefix is false", shared,
+        "prefix cache": [not settings.cache_frozen_prefix and "train.cache_frozen_prefix is false", unfreezing, sharded,
                          depth == 0 and "no frozen embeddings and bottom blocks"],
-        "unpadded blocks": [not settings.unpad and "train.unpad is false", processes > 1 and f"{processes} processes",
+        "unpadded blocks": [not settings.unpad and "train.unpad is false", sharded,
                             not supports_unpadded(model) and "not a BERT-style encoder with a known head"],
-        "first-token top": [not settings.first_token_top and "train.first_token_top is false",
-                            processes > 1 and f"{processes} processes",
+        "first-token top": [not settings.first_token_top and "train.first_token_top is false", sharded,
                             not supports_first_token_top(model) and "not a [CLS] head of a BERT-style encoder"],
-        "used embedding rows": [not settings.used_embedding_rows and "train.used_embedding_rows is false", shared],
+        "used embedding rows": [not settings.used_embedding_rows and "train.used_embedding_rows is false", rows_shared],
         "fast dropout": [not settings.fast_dropout and "train.fast_dropout is false",
                          device.type != "cpu" and f"{device.type}'s own dropout is fast"],
     }  # fmt: skip
@@ -163,15 +174,6 @@ def choose_levers(
                 f"--resume: the {lever} lever was on when the run started and cannot be now ({why_not})"
             )
     return Levers(decisions, prefix_depth=depth if decisions[0].on else 0, rows=rows, model=model)
-
-
-def _shared_reasons(trainable: Any, processes: int) -> str:
-    """Why the levers that change which parameters the step sees cannot apply ("" when they can)."""
-    if trainable.stages:
-        return "gradual unfreezing"
-    if processes > 1:
-        return f"{processes} processes"
-    return ""
 
 
 def decisions_for_plan(settings: Any, model: torch.nn.Module, trainable: Any, device: str,

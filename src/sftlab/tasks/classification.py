@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from sftlab.data.batching import inference_batches, padded_length
 from sftlab.data.readers import Table, require_columns, require_texts
+from sftlab.distributed import local_model, map_sharded
 from sftlab.errors import SftlabError
 from sftlab.evaluation.metrics import classification_metrics, multilabel_metrics
 from sftlab.evaluation.report import format_classification_report
@@ -292,7 +293,10 @@ class ClassificationTask:
     def evaluate(self, model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_size: int,
                  device: torch.device, autocast: Any) -> dict[str, Any]:  # fmt: skip
         """Metrics and mean cross-entropy; only (examples x labels) floats are kept, never hidden states."""
-        logits = self.logits(model, examples, pad_token_id, batch_size, device, autocast)
+        # Each process computes its share of the examples (sftlab.distributed), all get every row back.
+        rows = map_sharded(lambda part: list(self.logits(local_model(model), part, pad_token_id, batch_size, device,
+                                                          autocast)), examples)  # fmt: skip
+        logits = torch.stack(rows) if rows else torch.empty((0, len(self.label_names)))
         labels = torch.tensor([example["labels"] for example in examples])
         if self.multi_label:
             predicted = (logits.sigmoid() > self.threshold).long()

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from sftlab.data.batching import inference_batches
 from sftlab.data.readers import Table, require_columns, require_texts
+from sftlab.distributed import local_model, map_sharded
 from sftlab.errors import SftlabError
 from sftlab.evaluation.squad import normalize_answer, squad_metrics
 
@@ -289,7 +290,8 @@ class QuestionAnsweringTask:
     def evaluate(self, model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_size: int,
                  device: torch.device, autocast: Any) -> dict[str, Any]:  # fmt: skip
         """SQuAD EM and F1 (percent, max over gold answers) per question, and the mean window loss."""
-        logits = self.window_logits(model, examples, pad_token_id, batch_size, device, autocast)
+        logits = map_sharded(lambda part: self.window_logits(local_model(model), part, pad_token_id, batch_size,
+                                                             device, autocast), examples)  # fmt: skip
         loss = 0.0
         for feature, (start_logits, end_logits) in zip(examples, logits, strict=True):
             loss += float(F.cross_entropy(start_logits[None], torch.tensor([feature["start_positions"]])))

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from sftlab.data.batching import inference_batches
 from sftlab.data.readers import Table
 from sftlab.data.spaceless import is_wide, join_words, joins, split_words, word_start_marker
+from sftlab.distributed import local_model, map_sharded
 from sftlab.errors import SftlabError
 from sftlab.evaluation.entities import entity_metrics, entity_spans, iob1_to_iob2, split_tag
 from sftlab.evaluation.metrics import classification_metrics
@@ -343,7 +344,8 @@ class TokenClassificationTask:
                  device: torch.device, autocast: Any) -> dict[str, Any]:  # fmt: skip
         """Entity P/R/F1 per type and overall (entity tags) or per-tag P/R/F1 (plain tags), token accuracy
         (over words), and cross-entropy per word."""
-        probabilities = self.word_probabilities(model, examples, pad_token_id, batch_size, device, autocast)
+        probabilities = map_sharded(lambda part: self.word_probabilities(local_model(model), part, pad_token_id,
+                                                                         batch_size, device, autocast), examples)  # fmt: skip
         true_tags, pred_tags, loss, words = [], [], 0.0, 0
         for example, word_probabilities in zip(examples, probabilities, strict=True):
             gold = example["word_tags"]
