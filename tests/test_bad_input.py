@@ -52,7 +52,7 @@ CASES = {
     ),
     "unknown hub model": (
         lambda t: (["model=no-such-org-sftlab/no-such-model", "data.dataset=trec6"], []),
-        r"model 'no-such-org-sftlab/no-such-model': not a built-in name \(minilm, smollm2\), a local folder, or a loadable",
+        r"model 'no-such-org-sftlab/no-such-model': not a built-in name \(minilm, smollm2, paraphrase_minilm_l3, mpnet_base, multilingual_e5_small\), a local folder, or a loadable",
     ),
     "unknown dataset": (
         lambda t: (["data.dataset=trec7"], []),

@@ -154,7 +154,13 @@ def test_two_processes_train_as_one_with_twice_the_batch(runs):
 @pytest.mark.slow
 def test_only_the_main_process_writes_outputs(runs):
     two, _ = runs["two"]
-    assert sorted(p.name for p in two.iterdir()) == ["config.yaml", "metrics.json", "model"]
+    assert sorted(p.name for p in two.iterdir()) == [
+        "config.yaml",
+        "logs",
+        "metrics.json",
+        "model",
+        "report.html",
+    ]
     assert not (two / "checkpoints").exists()
 
 
@@ -198,7 +204,13 @@ def test_killed_launcher_resumes_on_two_processes_where_the_uninterrupted_run_en
     assert {k: v for k, v in metrics.items() if k not in drop} == {
         k: v for k, v in expected.items() if k not in drop
     }
-    assert sorted(p.name for p in output.iterdir()) == ["config.yaml", "metrics.json", "model"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "config.yaml",
+        "logs",
+        "metrics.json",
+        "model",
+        "report.html",
+    ]
     shutil.rmtree(output)
 
 

@@ -93,7 +93,10 @@ class Tracking:
     def end(self) -> None:
         """Flush and close every tracker (also after an error, so event files are complete)."""
         if self.started:
-            self.accelerator.end_training()
+            # Not accelerator.end_training(): it also destroys the process group, which a multi-process run
+            # still needs for its final evaluation and save.
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
             self.started = False
 
 
