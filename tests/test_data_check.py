@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from sftlab.catalog.datasets import fetch_dataset
 from sftlab.data.readers import write_jsonl
 from sftlab.datacheck.text import encoding_damage, near_duplicate_pairs, normalize
@@ -364,3 +364,10 @@ def test_token_label_findings_and_relabel(tmp_path: Path) -> None:
     assert counts["train"] == {"rows": 40, "kept": 40, "removed": 0, "relabeled": 1}
     cleaned = [json.loads(line) for line in (tmp_path / "clean" / "train.jsonl").read_text().splitlines()]
     assert cleaned[target]["tags"] == true_tags[target]
+
+
+def test_data_check_off_as_yaml_reads_it() -> None:
+    """YAML 1.1 reads a bare `off` as false: `data.check: off` (file or override) still means off."""
+    from sftlab.config import load_config
+
+    assert load_config(REPO / "examples" / "trec6.yaml", ["data.check=off"]).data.check == "off"

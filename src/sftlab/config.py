@@ -128,6 +128,12 @@ class DataConfig(_Section):
             raise ValueError("data.validation needs data.train")
         return self
 
+    @field_validator("check", mode="before")
+    @classmethod
+    def _off_is_not_false(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` (in a file or as data.check=off) as the boolean false.
+        return "off" if value is False else value
+
 
 class TrainConfig(_Section):
     epochs: int = Field(default=3, ge=1, le=1000)
