@@ -28,9 +28,19 @@ def is_wide(char: str) -> bool:
     return not any(low <= code <= high for low, high in HANGUL)
 
 
+def is_ambiguous_mark(char: str) -> bool:
+    """Punctuation or a symbol of East Asian Ambiguous width (— … “ ” ‘ ’ ·): narrow in English text, but
+    written without spaces in Chinese, where two of them often stand together (——, ……)."""
+    return unicodedata.east_asian_width(char) == "A" and unicodedata.category(char)[0] in "PS"
+
+
 def joins(previous: str, word: str) -> bool:
-    """Whether `word` follows `previous` with no space between them in the written text."""
-    return bool(previous) and bool(word) and (is_wide(previous[-1]) or is_wide(word[0]))
+    """Whether `word` follows `previous` with no space between them in the written text: a wide character
+    on either side, or two ambiguous-width marks (the `——` of `不抬——有`)."""
+    if not previous or not word:
+        return False
+    before, after = previous[-1], word[0]
+    return is_wide(before) or is_wide(after) or (is_ambiguous_mark(before) and is_ambiguous_mark(after))
 
 
 def join_words(words: list[str]) -> tuple[str, list[tuple[int, int]]]:
