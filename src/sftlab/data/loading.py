@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sftlab.catalog.datasets import BUILTIN_DATASETS, SPLIT_SEED, fetch_dataset, stratified_split
 from sftlab.config import DataConfig
 from sftlab.data.episodes import samples_per_class
@@ -89,8 +91,6 @@ def extra_rows(source: str, data: DataConfig) -> Table:
     if source in BUILTIN_DATASETS:
         table = read_table(fetch_dataset(source)["train"])
     else:
-        from pathlib import Path
-
         if not Path(source).exists():
             known = ", ".join(BUILTIN_DATASETS)
             raise SftlabError(
