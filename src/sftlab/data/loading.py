@@ -90,13 +90,11 @@ def extra_rows(source: str, data: DataConfig) -> Table:
     cut to `data.max_extra_train_samples`."""
     if source in BUILTIN_DATASETS:
         table = read_table(fetch_dataset(source)["train"])
-    else:
-        if not Path(source).exists():
-            known = ", ".join(BUILTIN_DATASETS)
-            raise SftlabError(
-                f"data.extra_train: '{source}' is neither a built-in dataset ({known}) nor a file"
-            )
+    elif Path(source).exists():
         table = read_table(source)
+    else:
+        known = ", ".join(BUILTIN_DATASETS)
+        raise SftlabError(f"data.extra_train: '{source}' is neither a built-in dataset ({known}) nor a file")
     if data.max_extra_train_samples is not None:
         table = table.subset(list(range(min(data.max_extra_train_samples, len(table)))))
     return table
