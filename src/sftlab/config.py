@@ -66,6 +66,11 @@ class DataConfig(_Section):
     max_validation_samples: int | None = Field(default=None, gt=0)
     """Use only the first N validation examples (applied after max_eval_samples): cheaper evaluations during
     training while the final report still covers the whole test split; null for max_eval_samples."""
+    extra_train: list[str] = Field(default_factory=list)
+    """More training rows appended to train (after max_train_samples): built-in dataset names (their train
+    split, e.g. quac for question_answering) or data files with train's columns; validation and test stay."""
+    max_extra_train_samples: int | None = Field(default=None, gt=0)
+    """Use only the first N rows of each extra_train source; null for all."""
     max_length: int = Field(default=128, ge=8, le=8192)
     """Truncate inputs to this many tokens."""
     cache_tokenized: bool = True
