@@ -13,7 +13,8 @@ layer that *computes* the mean there, and the saved folder stays a plain Hugging
 - feed-forward: all weights 0, so it adds 0 and the last LayerNorm leaves the standardized mean as is;
 - pooler (BERT): dense = identity, so the head reads tanh(standardized mean).
 
-The layer and the pooler are fixed functions: no stage trains them (`fixed_parameter_patterns`).
+The layer and the pooler are fixed functions: no stage trains them (the patterns
+`add_mean_pooling_layer` returns), and the layer has no dropout.
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def add_mean_pooling_layer(model: Any) -> list[str]:
         layer.attention.output.dense.weight.copy_(identity * RESIDUAL_SCALE)
         layer.attention.output.LayerNorm.weight.fill_(1.0)
         layer.output.LayerNorm.weight.fill_(1.0)
-    layer.to(next(model.parameters()).dtype)
+    for module in layer.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0  # a fixed function while training too (a reloaded model only runs it in eval mode)
+    layer.to(next(model.parameters()).dtype).train(model.training)
     layers.append(layer)
     config.num_hidden_layers = index + 1
     prefix = model.base_model_prefix
