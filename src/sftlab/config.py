@@ -439,6 +439,11 @@ class FewShotConfig(_Section):
     method: Literal["contrastive"] = "contrastive"
     """contrastive (SetFit-style): the encoder learns from same-label / different-label pairs (cosine
     similarity loss on the pooled embedding), then the classification head trains on top."""
+    pooling: Literal["auto", "mean", "cls"] = "auto"
+    """The sentence embedding the pairs shape and the head reads: mean (of the last hidden states, as
+    sentence-transformers models are trained; a fixed pooling layer keeps the saved model a plain HF
+    classifier), cls (the classifier's own [CLS] pooler) or auto (mean for sentence-transformers models
+    trained with mean pooling, e.g. minilm; else cls)."""
     pairs_per_example: int = Field(default=40, ge=1)
     """Contrastive pairs per training example and epoch, half same-label, half different-label (SetFit's
     num_iterations=20 is 40); pairs are drawn on the fly, never listed."""
@@ -500,6 +505,11 @@ class MultiTaskConfig(_Section):
 
 
 class MetaConfig(_Section):
+    algorithm: Literal["reptile", "fomaml"] = "reptile"
+    """reptile: move the encoder towards the adapted weights (epsilon); fomaml: first-order MAML, the query
+    loss's gradient at the adapted weights, applied by Adam at outer_learning_rate."""
+    outer_learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
+    """fomaml: Adam's learning rate for the meta-update (reptile uses epsilon instead)."""
     n_way: int = Field(default=5, ge=2)
     """Labels per episode (N-way)."""
     k_shot: int = Field(default=8, ge=1)
