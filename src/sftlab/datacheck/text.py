@@ -175,11 +175,10 @@ def near_duplicate_pairs(
         [texts[j] for j in candidates[:, 1]],
         scorer=ratio,
         score_cutoff=threshold * 100,
-        dtype=np.float32,
+        dtype=np.float64,
     )
     pairs = []
     for (i, j), score in zip(candidates.tolist(), similarity.tolist(), strict=True):
-        if score and score / 100 >= threshold and texts[i] != texts[j]:
-            # The exact value in float64 (cpdist's float32 rounds the last digits).
-            pairs.append((i, j, ratio(texts[i], texts[j]) / 100))
+        if score / 100 >= threshold and texts[i] != texts[j]:
+            pairs.append((i, j, score / 100))
     return sorted(pairs)
