@@ -6,9 +6,10 @@ candidate is confirmed by its edit similarity (rapidfuzz's normalised Indel rati
 both lengths), so the cost grows with the rows and the true near-duplicates, never with all pairs. On TREC
 questions with one word replaced, that similarity is >= 0.80 for 95% of the edits, while 99.9% of random
 question pairs stay below 0.62 (3-gram Jaccard separates them less well: 0.52 vs 0.30).
-(datasketch's MinHashLSH does the same row by row in Python; here the shingling, hashing and banding
-run over all rows at once, which matters because `sftlab train` runs this before every training run.
-Measurements: docs/data-quality.md and benchmarks/data_check_scale.py.)
+datasketch's MinHashLSH (backend="datasketch", the same bands) does the same row by row in Python; here
+the shingling, hashing and banding run over all rows at once, which matters because `sftlab train` runs
+this before every training run: on 94k texts 17.2 s CPU against datasketch's 57.5 s, the same exact
+confirmation after both (docs/data-quality.md, benchmarks/data_check_scale.py).
 """
 
 from __future__ import annotations
