@@ -9,8 +9,8 @@ trained through the engine). On those same probabilities it scores every detecto
 `data_check.method`s (`loss`: the highest out-of-fold losses, as many as cleanlab's `num_label_issues`
 estimates; `cleanlab`: `find_label_issues` with its default filter, prune_by_noise_rate), cleanlab alone
 with its `both` and `confident_learning` filters, and the plain loss ranking cut at the true number of
-flips (an oracle). With --retrain it trains the run's model (3 epochs, learning rate 1e-4, the whole
-model) on the noisy rows, on the rows `--method` leaves (what `--write-clean` writes) and, once per
+flips (an oracle). With --retrain it trains the run's model (by default 3 epochs, learning rate 1e-4,
+the whole model; --retrain-* change that) on the noisy rows, on the rows `--method` leaves (what `--write-clean` writes) and, once per
 dataset, on the original labels, and reports each test accuracy. `--save DIR` keeps the out-of-fold
 probabilities and reuses them when they are already there. One JSON line per (dataset, noise).
 """
@@ -80,6 +80,11 @@ def main() -> None:
         "--method", default="loss", help="the data_check.method whose flags --retrain removes"
     )
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--retrain-epochs", type=int, default=3)
+    parser.add_argument("--retrain-learning-rate", type=float, default=1e-4)
+    parser.add_argument(
+        "--retrain-freeze", type=int, default=0, help="bottom blocks frozen in the retrained models"
+    )
     parser.add_argument(
         "--save", type=Path, default=None, help="folder for the out-of-fold probabilities (.npz); when the "
         "file for this (dataset, rows, noise) is already there, it is loaded instead of running the K folds"
@@ -139,7 +144,9 @@ def main() -> None:
             for name, path in runs:
                 run = load_config({**config.to_yaml_dict(), "output_dir": str(work / f"run-{name}"),
                                    "data": {**config.to_yaml_dict()["data"], "train": str(path), "check": "off"},
-                                   "train": {**config.to_yaml_dict()["train"], "epochs": 3, "learning_rate": 1e-4}})  # fmt: skip
+                                   "train": {**config.to_yaml_dict()["train"], "epochs": args.retrain_epochs,
+                                             "learning_rate": args.retrain_learning_rate},
+                                   "freeze": {"bottom_layers": args.retrain_freeze}})  # fmt: skip
                 started = time.perf_counter()
                 metrics = finetune(run, overwrite=True, echo=False).metrics
                 if name == "original":
@@ -147,6 +154,11 @@ def main() -> None:
                 result[f"test_accuracy_{name}"] = round(metrics["accuracy"], 4)
                 result[f"test_f1_macro_{name}"] = round(metrics["f1_macro"], 4)
                 result[f"train_seconds_{name}"] = round(time.perf_counter() - started, 1)
+            result["retrain"] = {
+                "epochs": args.retrain_epochs,
+                "learning_rate": args.retrain_learning_rate,
+                "frozen_bottom_layers": args.retrain_freeze,
+            }
             result["test_accuracy_original"] = round(original_accuracy["accuracy"], 4)
             result["test_f1_macro_original"] = round(original_accuracy["f1_macro"], 4)
         print(json.dumps(result), flush=True)
