@@ -297,6 +297,8 @@ def test_label_check_finds_flipped_trec_labels_and_write_clean_relabels(tmp_path
     flagged = {f["row"]: f for f in report["findings"] if f["kind"] == "label_issue"}
     hits = len(set(flagged) & flipped)
     precision, recall = hits / max(1, len(flagged)), hits / len(flipped)
+    print(f"label check on 300 TREC rows, 5% flipped: {hits} of {len(flagged)} flagged, "
+          f"precision {precision:.3f}, recall {recall:.3f}")  # fmt: skip
     assert precision >= PRECISION_FLOOR and recall >= RECALL_FLOOR, (precision, recall, len(flagged))
     finding = flagged[next(iter(set(flagged) & flipped))]
     assert finding["details"]["given_label"] == rows[finding["row"]]["label"]
