@@ -38,8 +38,9 @@ def _flagged(report: dict, kind: str) -> set[str]:
     return {finding["where"] for finding in report["findings"] if finding["kind"] == kind}
 
 
-# Measured on this slice (bf16 on this machine): precision 0.159 (13 of 82 flagged), recall 0.867 (13 of 15).
-PRECISION_FLOOR, RECALL_FLOOR = 0.10, 0.60
+# Measured on this slice (bf16 on this machine), method loss (the default): precision 0.163 (13 of 80
+# flagged), recall 0.867 (13 of 15); method cleanlab before it: 0.159 (13 of 82), 0.867. Floors: 2 hits fewer.
+PRECISION_FLOOR, RECALL_FLOOR = 0.12, 0.70
 
 
 def edit_one_word(text: str) -> str:
