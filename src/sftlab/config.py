@@ -344,9 +344,9 @@ class DataCheckConfig(_Section):
     """Bottom blocks frozen in the fold models (fast, with the frozen-prefix cache); null: the bottom half."""
     learning_rate: float | None = Field(default=None, gt=0.0, le=10.0)
     """Peak learning rate of the fold models; null: train.learning_rate."""
-    method: Literal["cleanlab", "loss"] = "cleanlab"
-    """How rows are flagged: cleanlab's find_label_issues (confident learning), or the highest out-of-fold
-    losses, as many as cleanlab estimates there are issues (Chong et al. 2022); see docs/data-quality.md."""
+    method: Literal["loss", "cleanlab"] = "loss"
+    """How rows are flagged: the highest out-of-fold losses, as many as cleanlab's num_label_issues estimates
+    (Chong et al. 2022; more precise on planted noise), or cleanlab's find_label_issues; docs/data-quality.md."""
     report_dir: Path | None = None
     """Where data_report.json and data_report.html go; null: `<output_dir>-data-check`."""
 
