@@ -217,7 +217,9 @@ def worker_generate(args: argparse.Namespace) -> dict[str, Any]:
         chats = [[{"role": "user", "content": prompt}] for prompt in prompts]
         generator(chats[:4], **settings)
         start = time.perf_counter()
-        answers = [output[0]["generated_text"].strip() for output in generator(chats, **settings)]
+        texts = [output[0]["generated_text"] for output in generator(chats, **settings)]
+        # A chat input can come back as the conversation with the reply appended.
+        answers = [(text[-1]["content"] if isinstance(text, list) else text).strip() for text in texts]
     seconds = time.perf_counter() - start
     return {"side": args.side, "seconds": seconds, "prompts_per_s": len(prompts) / seconds, "answers": answers,
             "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
