@@ -1,4 +1,5 @@
-"""The chunked (memory-lean) loss equals the plain logits + cross-entropy, on the real SmolLM2-135M-Instruct.
+"""The causal LM speed levers on the real SmolLM2-135M-Instruct: the chunked (memory-lean) loss equals the
+plain logits + cross-entropy; generation's hoisted weight casts give the same logits bit for bit.
 
 Real CommonsenseQA rows (built-in), completion-only labels (most targets -100), chunks of 7 tokens so every
 batch spans several chunks and a partial last one. Tolerances: fp32 relative 1e-4 on the loss and on
@@ -123,3 +124,33 @@ def test_lora_freezes_the_output_weight_and_still_matches(setup):
     assert grads.keys() == plain.keys() and all("lora_" in name for name in grads)
     for name, grad in plain.items():
         assert _relative(grads[name], grad) < 1e-4, name
+
+
+def test_generation_casts_the_weights_once_with_the_same_numbers(setup):
+    """Under bf16 autocast, the generation copy (linear weights cast once, the tied output layer untied,
+    embeddings fp32) gives autocast's logits and greedy tokens bit for bit; the trained model is untouched."""
+    from sftlab.generation import inference_model
+
+    task, model, examples = setup
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    fast, fast_autocast = inference_model(model, torch.device("cpu"), autocast)
+    assert fast is not model and fast_autocast is autocast
+    assert (
+        model.lm_head.weight.dtype == torch.float32
+        and model.lm_head.weight is model.model.embed_tokens.weight
+    )
+    assert (
+        fast.lm_head.weight.dtype == torch.bfloat16 and fast.model.embed_tokens.weight.dtype == torch.float32
+    )
+    prompts = [e["prompt_ids"] for e in examples]
+    longest = max(len(p) for p in prompts)
+    ids = torch.tensor([[2] * (longest - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad(), autocast():
+        assert torch.equal(
+            model(input_ids=ids, attention_mask=mask).logits, fast(input_ids=ids, attention_mask=mask).logits
+        )
+        settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 2, "top_k": None}
+        plain = model.generate(input_ids=ids, attention_mask=mask, **settings)
+        hoisted = fast.generate(input_ids=ids, attention_mask=mask, **settings)
+    assert torch.equal(plain, hoisted)
