@@ -154,3 +154,17 @@ def test_generation_casts_the_weights_once_with_the_same_numbers(setup):
         plain = model.generate(input_ids=ids, attention_mask=mask, **settings)
         hoisted = fast.generate(input_ids=ids, attention_mask=mask, **settings)
     assert torch.equal(plain, hoisted)
+
+
+def test_plan_names_the_chunked_loss_and_the_key_turns_it_off(tmp_path):
+    from conftest import REPO, run_cli
+
+    example = str(REPO / "examples" / "smollm2_commonsense_lora.yaml")
+    tiny = ["data.max_train_samples=8", "data.max_eval_samples=4", f"output_dir={tmp_path / 'run'}"]
+    on = run_cli("plan", example, *tiny)
+    assert on.returncode == 0, on.stderr
+    assert "chunked loss: on (256 tokens per chunk, exact, tested)" in on.stdout
+    off = run_cli("plan", example, *tiny, "train.chunked_loss=false", "train.loss_chunk_tokens=64")
+    assert "chunked loss: off (train.chunked_loss is false)" in off.stdout
+    bad = run_cli("plan", example, *tiny, "train.loss_chunk_tokens=0")
+    assert bad.returncode == 2 and "loss_chunk_tokens" in bad.stderr
