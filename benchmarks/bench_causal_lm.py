@@ -143,7 +143,7 @@ def worker_trl(args: argparse.Namespace) -> dict[str, Any]:
             bf16=True,
             padding_free=True,
             gradient_checkpointing=False,
-            max_length=args.max_length,
+            max_length=None,  # sftlab's tokens are already cut to max_length; padding_free refuses one
             train_sampling_strategy="sequential",
             lr_scheduler_type="linear",
             warmup_steps=0,
@@ -266,56 +266,23 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         for case in ("full", "lora"):
             if case not in args.cases:
                 continue
-            trl_runs, sftlab_runs = [], []
-            for _ in range(args.repeats):  # A B A B: a noisy stretch of time hits both sides
-                trl_runs.append(_run_worker("trl", args, case=case))
-                sftlab_runs.append(_run_worker("sftlab", args, case=case, output_dir=f"{scratch}/{case}"))
-            trl, ours = _median(trl_runs, "train_tokens_per_s"), _median(sftlab_runs, "train_tokens_per_s")
-            agree = abs(ours["step1_loss"] - trl["step1_loss"]) / trl["step1_loss"]
-            speedup = ours["train_tokens_per_s"] / trl["train_tokens_per_s"]
-            summary[case] = {
-                "speedup": round(speedup, 3),
-                "tokens_per_s": {"trl": round(trl["train_tokens_per_s"], 1), "sftlab": round(ours["train_tokens_per_s"], 1)},
-                "runs_tokens_per_s": {"trl": trl["runs_train_tokens_per_s"], "sftlab": ours["runs_train_tokens_per_s"]},
-                "tokens": {"trl": trl["tokens"], "sftlab": ours["tokens"]},
-                "steps": {"trl": trl["steps"], "sftlab": ours["steps"]},
-                "step1_loss": {"trl": round(trl["step1_loss"], 4), "sftlab": round(ours["step1_loss"], 4)},
-                "step1_loss_relative_difference": round(agree, 5),
-                "mean_train_loss": {"trl": round(trl["mean_loss"], 4), "sftlab": round(ours["mean_loss"], 4)},
-                "peak_rss_mb": {"trl": round(trl["peak_rss_mb"]), "sftlab": round(ours["peak_rss_mb"])},
-                "peak_memory_ratio": round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 3),
-            }  # fmt: skip
-            print(f"{case}: SFTTrainer {trl['train_tokens_per_s']:.0f} tokens/s, sftlab {ours['train_tokens_per_s']:.0f} "
-                  f"tokens/s, speedup {speedup:.2f}x | step-1 loss {trl['step1_loss']:.4f} vs {ours['step1_loss']:.4f} | "
-                  f"peak RSS {trl['peak_rss_mb']:.0f} vs {ours['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
-            for side, row in (("SFTTrainer", trl), ("sftlab", ours)):
-                rows.append(f"| {case} | {side} | {row['train_tokens_per_s']:.0f} | {row['train_runtime_s']:.1f} | "
-                            f"{row['step1_loss']:.4f} | {row['mean_loss']:.4f} | {row['peak_rss_mb']:.0f} |")  # fmt: skip
+            try:
+                summary[case] = training_case(args, case, scratch, rows)
+            except RuntimeError as error:  # one failing case must not cost the others' figures
+                summary[case] = {"error": str(error)[-1500:]}
+                print(f"{case}: FAILED {str(error)[-1500:]}", flush=True)
         if "generate" in args.cases:
-            model_dir = f"{scratch}/full"
-            if not Path(model_dir).exists():
-                _run_worker("sftlab", args, case="full", output_dir=model_dir)
-            pipeline_runs, sftlab_runs = [], []
-            for _ in range(args.repeats):
-                pipeline_runs.append(_run_worker("generate", args, side="pipeline", output_dir=model_dir))
-                sftlab_runs.append(_run_worker("generate", args, side="sftlab", output_dir=model_dir))
-            pipe, ours = _median(pipeline_runs, "prompts_per_s"), _median(sftlab_runs, "prompts_per_s")
-            same = sum(a == b for a, b in zip(pipe.pop("answers"), ours.pop("answers"), strict=True))
-            speedup = ours["prompts_per_s"] / pipe["prompts_per_s"]
-            summary["generate"] = {
-                "speedup": round(speedup, 3),
-                "prompts_per_s": {"pipeline": round(pipe["prompts_per_s"], 2), "sftlab": round(ours["prompts_per_s"], 2)},
-                "runs_prompts_per_s": {"pipeline": pipe["runs_prompts_per_s"], "sftlab": ours["runs_prompts_per_s"]},
-                "same_answers": round(same / args.predict_samples, 4),
-                "peak_rss_mb": {"pipeline": round(pipe["peak_rss_mb"]), "sftlab": round(ours["peak_rss_mb"])},
-            }  # fmt: skip
-            print(f"generate: pipeline {pipe['prompts_per_s']:.2f} prompts/s, sftlab {ours['prompts_per_s']:.2f} "
-                  f"prompts/s, speedup {speedup:.2f}x, same answers {same}/{args.predict_samples}", flush=True)  # fmt: skip
-            for side, row in (("pipeline", pipe), ("sftlab", ours)):
-                rows.append(f"| generate | {side} | {row['prompts_per_s']:.2f} prompts/s | {row['seconds']:.1f} | | | "
-                            f"{row['peak_rss_mb']:.0f} |")  # fmt: skip
+            try:
+                summary["generate"] = generate_case(args, scratch, rows)
+            except RuntimeError as error:
+                summary["generate"] = {"error": str(error)[-1500:]}
+                print(f"generate: FAILED {str(error)[-1500:]}", flush=True)
         if "ablation" in args.cases:
-            summary["ablation"] = ablation(args, scratch, rows)
+            try:
+                summary["ablation"] = ablation(args, scratch, rows)
+            except RuntimeError as error:
+                summary["ablation"] = {"error": str(error)[-1500:]}
+                print(f"ablation: FAILED {str(error)[-1500:]}", flush=True)
     gemm_after = {"fp32": matmul_gflops("fp32"), "bf16": matmul_gflops("bf16")}
     summary["matmul_gflops_after"] = gemm_after
     print(f"matmul check after: fp32 {gemm_after['fp32']:.0f} GFLOP/s, bf16 {gemm_after['bf16']:.0f} GFLOP/s")
@@ -324,6 +291,63 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     )
     print("\n".join(rows))
     return summary
+
+
+def training_case(args: argparse.Namespace, case: str, scratch: str, rows: list[str]) -> dict[str, Any]:
+    """SFTTrainer and sftlab alternating, `args.repeats` runs each; the median run by tokens/s."""
+    trl_runs, sftlab_runs = [], []
+    for _ in range(args.repeats):  # A B A B: a noisy stretch of time hits both sides
+        trl_runs.append(_run_worker("trl", args, case=case))
+        sftlab_runs.append(_run_worker("sftlab", args, case=case, output_dir=f"{scratch}/{case}"))
+    trl, ours = _median(trl_runs, "train_tokens_per_s"), _median(sftlab_runs, "train_tokens_per_s")
+    agree = abs(ours["step1_loss"] - trl["step1_loss"]) / trl["step1_loss"]
+    speedup = ours["train_tokens_per_s"] / trl["train_tokens_per_s"]
+    result = {
+        "speedup": round(speedup, 3),
+        "tokens_per_s": {"trl": round(trl["train_tokens_per_s"], 1), "sftlab": round(ours["train_tokens_per_s"], 1)},
+        "runs_tokens_per_s": {"trl": trl["runs_train_tokens_per_s"], "sftlab": ours["runs_train_tokens_per_s"]},
+        "tokens": {"trl": trl["tokens"], "sftlab": ours["tokens"]},
+        "steps": {"trl": trl["steps"], "sftlab": ours["steps"]},
+        "step1_loss": {"trl": round(trl["step1_loss"], 4), "sftlab": round(ours["step1_loss"], 4)},
+        "step1_loss_relative_difference": round(agree, 5),
+        "mean_train_loss": {"trl": round(trl["mean_loss"], 4), "sftlab": round(ours["mean_loss"], 4)},
+        "peak_rss_mb": {"trl": round(trl["peak_rss_mb"]), "sftlab": round(ours["peak_rss_mb"])},
+        "peak_memory_ratio": round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 3),
+    }  # fmt: skip
+    print(f"{case}: SFTTrainer {trl['train_tokens_per_s']:.0f} tokens/s, sftlab {ours['train_tokens_per_s']:.0f} "
+          f"tokens/s, speedup {speedup:.2f}x | step-1 loss {trl['step1_loss']:.4f} vs {ours['step1_loss']:.4f} | "
+          f"peak RSS {trl['peak_rss_mb']:.0f} vs {ours['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+    for side, row in (("SFTTrainer", trl), ("sftlab", ours)):
+        rows.append(f"| {case} | {side} | {row['train_tokens_per_s']:.0f} | {row['train_runtime_s']:.1f} | "
+                    f"{row['step1_loss']:.4f} | {row['mean_loss']:.4f} | {row['peak_rss_mb']:.0f} |")  # fmt: skip
+    return result
+
+
+def generate_case(args: argparse.Namespace, scratch: str, rows: list[str]) -> dict[str, Any]:
+    """Predictor and pipeline alternating on a fully fine-tuned run's model."""
+    model_dir = f"{scratch}/full"
+    if not Path(model_dir).exists():
+        _run_worker("sftlab", args, case="full", output_dir=model_dir)
+    pipeline_runs, sftlab_runs = [], []
+    for _ in range(args.repeats):
+        pipeline_runs.append(_run_worker("generate", args, side="pipeline", output_dir=model_dir))
+        sftlab_runs.append(_run_worker("generate", args, side="sftlab", output_dir=model_dir))
+    pipe, ours = _median(pipeline_runs, "prompts_per_s"), _median(sftlab_runs, "prompts_per_s")
+    same = sum(a == b for a, b in zip(pipe.pop("answers"), ours.pop("answers"), strict=True))
+    speedup = ours["prompts_per_s"] / pipe["prompts_per_s"]
+    result = {
+        "speedup": round(speedup, 3),
+        "prompts_per_s": {"pipeline": round(pipe["prompts_per_s"], 2), "sftlab": round(ours["prompts_per_s"], 2)},
+        "runs_prompts_per_s": {"pipeline": pipe["runs_prompts_per_s"], "sftlab": ours["runs_prompts_per_s"]},
+        "same_answers": round(same / args.predict_samples, 4),
+        "peak_rss_mb": {"pipeline": round(pipe["peak_rss_mb"]), "sftlab": round(ours["peak_rss_mb"])},
+    }  # fmt: skip
+    print(f"generate: pipeline {pipe['prompts_per_s']:.2f} prompts/s, sftlab {ours['prompts_per_s']:.2f} "
+          f"prompts/s, speedup {speedup:.2f}x, same answers {same}/{args.predict_samples}", flush=True)  # fmt: skip
+    for side, row in (("pipeline", pipe), ("sftlab", ours)):
+        rows.append(f"| generate | {side} | {row['prompts_per_s']:.2f} prompts/s | {row['seconds']:.1f} | | | "
+                    f"{row['peak_rss_mb']:.0f} |")  # fmt: skip
+    return result
 
 
 ABLATION = {
