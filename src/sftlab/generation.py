@@ -60,6 +60,7 @@ def inference_model(model: Any, device: torch.device, autocast: Any) -> tuple[An
     adapters as extra products per token; the copy has them merged into the weights. Otherwise (fp32, no
     adapter) the model itself.
     """
+    model = getattr(model, "module", model)  # DistributedDataParallel: generate on the model itself
     with autocast():
         dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
     merge = hasattr(model, "merge_and_unload")
