@@ -112,8 +112,10 @@ class DataConfig(_Section):
     auto tunes it for the best F1 on validation (the official SQuAD 2.0 best_f1_thresh) before the test."""
     completion_only_loss: bool = True
     """causal_lm: train only on the answers (assistant turns); false also trains on prompt and system tokens."""
-    packing: bool = False
-    """causal_lm: pack each micro-batch's examples into rows of max_length tokens (attention stays per example)."""
+    packing: bool | Literal["auto"] = "auto"
+    """causal_lm: pack each micro-batch's examples into rows of max_length tokens, positions restarting per
+    example (padding-free; attention stays per example); auto: on where that is exact (models whose masks come
+    from transformers' create_causal_mask: Llama, SmolLM2, Qwen2, Mistral, ...), false: padded rows."""
     check: Literal["warn", "error", "off"] = "warn"
     """Before training, the cheap data checks (duplicates, leakage, conflicts, truncation): warn prints one
     line per problem, error also stops on leakage or conflicting labels (exit 2, nothing written), off skips."""
@@ -181,6 +183,11 @@ class TrainConfig(_Section):
     used_embedding_rows: bool = True
     """With Adam/AdamW, the optimizer holds only the word-embedding rows the training data uses (the others
     would get no update but AdamW's weight decay, which is applied as one factor): same result, less work."""
+    chunked_loss: bool = True
+    """Causal LMs: the output layer and cross-entropy run loss_chunk_tokens tokens at a time, gradients
+    included, so the full tokens x vocabulary logits never exist (exact; SmolLM2's vocabulary is 49,152)."""
+    loss_chunk_tokens: int = Field(default=256, ge=1)
+    """Tokens per chunk of the chunked loss (its memory: chunk x vocabulary fp32 logits, twice)."""
     fast_dropout: bool = True
     """On a CPU, dropout masks from 16-bit slices of 64-bit random draws (drop rate p to within 1/65536,
     exact expectation): a quarter of torch's generator calls."""
