@@ -1,12 +1,15 @@
 """The cheap data checks on 100k rows: time and peak memory, against datasketch's MinHash LSH.
 
     PYTHONPATH=src python benchmarks/data_check_scale.py --rows 100000
+    PYTHONPATH=src python benchmarks/data_check_scale.py --rows 100000 --near-only   # the search alone
 
 The rows are real text of the built-in datasets (Bible verses in English and Spanish, their first halves,
 TREC questions, SMS messages), 100k in all, split 90/5/5 into train/validation/test files with a label
 each (6 classes, seeded). Prints one JSON line: seconds and peak resident memory of `run_checks` (exact
 and near duplicates, leakage, conflicts, truncation with MiniLM's tokenizer, encoding damage), the time of
-sftlab's near-duplicate search alone, and datasketch's MinHashLSH on the same texts when it is installed.
+sftlab's near-duplicate search alone with each candidate backend (sftlab's numpy MinHash and banding,
+and datasketch's `MinHash.bulk` + `MinHashLSH` with the same bands), both confirmed by the same exact
+edit similarity: wall and CPU seconds, pairs found, their overlap, and datasketch / numpy time ratios.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def texts(count: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--near-only", action="store_true", help="only the near-duplicate search")
     args = parser.parse_args()
     rng = random.Random(0)
     rows = [{"text": text, "label": rng.choice("ABCDEF")} for text in texts(args.rows)]
@@ -51,33 +55,26 @@ def main() -> None:
     config = load_config(
         {"data": {split: str(folder / f"{split}.jsonl") for split in ("train", "validation", "test")}}
     )
-    tables = load_tables(config.data)
-    tokenizer = load_tokenizer(locate_model("minilm"), "minilm")
-    started = time.perf_counter()
-    result = run_checks(config, tables, tokenizer, 0.8)
-    seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    normals = list(dict.fromkeys(normalize(row["text"]) for row in rows))
-    started = time.perf_counter()
-    pairs = near_duplicate_pairs(normals, 0.8)
-    near_seconds = time.perf_counter() - started
-    out = {"rows": len(rows), "run_checks_seconds": round(seconds, 1), "peak_rss_mb": round(peak_mb),
-           "findings": len(result.findings), "near_duplicate_seconds": round(near_seconds, 1), "near_pairs": len(pairs)}  # fmt: skip
-    try:
-        from datasketch import MinHash, MinHashLSH
-
+    out: dict[str, object] = {"rows": len(rows)}
+    if not args.near_only:
+        tables = load_tables(config.data)
+        tokenizer = load_tokenizer(locate_model("minilm"), "minilm")
         started = time.perf_counter()
-        shingles = [{text[i : i + 3].encode() for i in range(max(1, len(text) - 2))} for text in normals]
-        hashes = MinHash.bulk(shingles, num_perm=100)
-        lsh = MinHashLSH(threshold=0.5, num_perm=100)
-        with lsh.insertion_session() as session:
-            for key, minhash in enumerate(hashes):
-                session.insert(key, minhash)
-        candidates = sum(len(lsh.query(minhash)) - 1 for minhash in hashes)
-        out["datasketch_lsh_seconds"] = round(time.perf_counter() - started, 1)
-        out["datasketch_candidates"] = candidates
-    except ImportError:
-        pass
+        result = run_checks(config, tables, tokenizer, 0.8)
+        out["run_checks_seconds"] = round(time.perf_counter() - started, 1)
+        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        out["findings"] = len(result.findings)
+    normals = list(dict.fromkeys(normalize(row["text"]) for row in rows))
+    out["distinct_texts"] = len(normals)
+    found = {}
+    for backend in ("numpy", "datasketch"):
+        wall, cpu = time.perf_counter(), time.process_time()
+        found[backend] = {(i, j) for i, j, _ in near_duplicate_pairs(normals, 0.8, backend)}
+        out[f"{backend}_seconds"] = round(time.perf_counter() - wall, 2)
+        out[f"{backend}_cpu_seconds"] = round(time.process_time() - cpu, 2)
+        out[f"{backend}_pairs"] = len(found[backend])
+    out["pairs_in_both"] = len(found["numpy"] & found["datasketch"])
+    out["datasketch_over_numpy_cpu"] = round(out["datasketch_cpu_seconds"] / out["numpy_cpu_seconds"], 2)  # type: ignore[operator]
     print(json.dumps(out), flush=True)
 
 

@@ -14,7 +14,9 @@ runs/benchmarks/few_shot.jsonl; a rerun skips the runs already there, so a parti
 
 - plain: `sftlab train` on the K-per-label set, 10 epochs, batch 8, lr 5e-5, linear schedule, last model.
 - sftlab: `few_shot: {method: contrastive}` with its defaults (pairs_per_example 40, capped at 4,000,
-  pair batch 16, 1 epoch at 2e-5; head 25 epochs at 1e-2 on the frozen encoder).
+  pair batch 16, 1 epoch at 2e-5; head 25 epochs at 1e-2 on the frozen encoder; pooling auto, which is
+  mean for MiniLM, as SetFit).
+- sftlab-cls: the same with `few_shot.pooling=cls` (the classifier's own [CLS] pooler).
 - setfit: SetFit 1.2, `Trainer` with batch_size 16, num_iterations 20, num_epochs 1 (its defaults for
   the body, lr 2e-5), LogisticRegression head; the same MiniLM folder as the body.
 """
@@ -35,7 +37,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 RESULTS = Path("runs/benchmarks/few_shot.jsonl")
 METRIC = {"trec6": "accuracy", "sms_spam": "f1_macro"}
 EXAMPLE = {"trec6": "examples/trec6.yaml", "sms_spam": "examples/sms_spam.yaml"}
-METHODS = ("plain", "sftlab", "setfit")
+METHODS = ("plain", "sftlab", "sftlab-cls", "setfit")
 
 
 def draw(dataset: str, shots: int, seed: int) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -63,7 +65,10 @@ def run_sftlab(dataset: str, shots: int, seed: int, method: str, output: Path) -
             "train.eval_every=1000000",
         ]
     else:
-        overrides += ["few_shot.method=contrastive"]
+        overrides += [
+            "few_shot.method=contrastive",
+            f"few_shot.pooling={'cls' if method == 'sftlab-cls' else 'auto'}",
+        ]
     result = sftlab.finetune(EXAMPLE[dataset], overrides, overwrite=True, echo=False)
     return {"accuracy": result.metrics["accuracy"], "f1_macro": result.metrics["f1_macro"]}
 
@@ -88,8 +93,13 @@ def run_setfit(dataset: str, shots: int, seed: int) -> dict[str, float]:
     return {"accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"]}
 
 
-def run(datasets: list[str], shots_list: list[int], seeds: int, methods: list[str]) -> None:
+def run(
+    datasets: list[str], shots_list: list[int], seeds: int, methods: list[str], budget: float | None
+) -> None:
+    """Every (seed, dataset, shots, method) run not in the results yet; with `budget` (seconds), no new run
+    starts once it is spent, so one invocation can be kept short and the next one continues."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    begun = time.perf_counter()
     done = {(r["dataset"], r["shots"], r["seed"], r["method"]) for r in read_results()}
     for seed in range(seeds):  # seeds outermost: a partial run still gives every cell the same seeds
         for dataset in datasets:
@@ -97,6 +107,8 @@ def run(datasets: list[str], shots_list: list[int], seeds: int, methods: list[st
                 for method in methods:
                     if (dataset, shots, seed, method) in done:
                         continue
+                    if budget is not None and time.perf_counter() - begun > budget:
+                        return
                     started = time.perf_counter()
                     if method == "setfit":
                         metrics = run_setfit(dataset, shots, seed)
@@ -141,9 +153,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--shots", nargs="+", type=int, default=[8, 16, 32])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--budget", type=float, default=None, help="seconds after which no new run starts")
     args = parser.parse_args(argv)
     if args.action == "run":
-        run(args.datasets, args.shots, args.seeds, args.methods)
+        run(args.datasets, args.shots, args.seeds, args.methods, args.budget)
     print(table())
     return 0
 

@@ -1,15 +1,18 @@
 """Label-issue detection on planted noise: precision / recall / F1 of sftlab's label check.
 
-    PYTHONPATH=src python benchmarks/label_noise.py --dataset trec6 --rows 600 --noise 0.05 0.10
-    PYTHONPATH=src python benchmarks/label_noise.py --dataset sms_spam --rows 600 --noise 0.05 0.10 --retrain
+    PYTHONPATH=src python benchmarks/label_noise.py --dataset trec6 --rows 600 --noise 0.05 0.10 --save oof/ --retrain
+    PYTHONPATH=src python benchmarks/label_noise.py --dataset sms_spam --rows 600 --noise 0.05 0.10 --save oof/ --retrain
 
-A train slice of the built-in dataset gets `noise` of its labels flipped at random to another class
-(seeded); the K-fold out-of-fold probabilities come from sftlab's label check (fold models trained through
-the engine); on the same probabilities it scores: cleanlab's `find_label_issues` (sftlab's default),
-the `num_label_issues` highest-loss rows (`data_check.method: loss`), and the oracle loss ranking (the k
-highest-loss rows, k = the true number of flips). With --retrain it also trains the model on the noisy
-slice and on the slice after `--write-clean` (flagged rows removed) and reports both test accuracies.
-Numbers go to stdout as one JSON line per (dataset, noise).
+The first `--rows` rows of the built-in dataset's train split get `noise` of their labels flipped at random
+to another class (seeded); sftlab's label check makes the K-fold out-of-fold probabilities (fold models
+trained through the engine). On those same probabilities it scores every detector: sftlab's two
+`data_check.method`s (`loss`: the highest out-of-fold losses, as many as cleanlab's `num_label_issues`
+estimates; `cleanlab`: `find_label_issues` with its default filter, prune_by_noise_rate), cleanlab alone
+with its `both` and `confident_learning` filters, and the plain loss ranking cut at the true number of
+flips (an oracle). With --retrain it trains the run's model (by default 3 epochs, learning rate 1e-4,
+the whole model; --retrain-* change that) on the noisy rows, on the rows `--method` leaves (what `--write-clean` writes) and, once per
+dataset, on the original labels, and reports each test accuracy. `--save DIR` keeps the out-of-fold
+probabilities and reuses them when they are already there. One JSON line per (dataset, noise).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 from sftlab.catalog.datasets import fetch_dataset
 from sftlab.config import load_config
 from sftlab.data.readers import read_table, write_jsonl
-from sftlab.datacheck.labels import flag_rows, out_of_fold
+from sftlab.datacheck.labels import OutOfFold, flag_rows, out_of_fold
 from sftlab.recipes.finetune import finetune
 
 
@@ -44,6 +47,24 @@ def scores(flagged: set[int], truth: set[int]) -> dict[str, float]:
     }
 
 
+def method_scores(oof: OutOfFold, flipped: set[int]) -> dict[str, dict[str, float]]:
+    """Every detector on the same out-of-fold probabilities."""
+    from cleanlab.filter import find_label_issues
+
+    probabilities = np.clip(oof.probabilities, 1e-12, 1.0)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    result = {}
+    for method in ("loss", "cleanlab"):  # sftlab's two data_check.method values
+        flagged, loss = flag_rows(oof, method)
+        result[f"sftlab_{method}"] = scores(set(flagged.tolist()), flipped)
+    for filter_by in ("both", "confident_learning"):  # cleanlab alone, its other filters
+        flagged = find_label_issues(oof.labels, probabilities, filter_by=filter_by)
+        result[f"cleanlab_{filter_by}"] = scores(set(np.flatnonzero(flagged).tolist()), flipped)
+    # Plain loss ranking told the true number of flips (an oracle cut-off: its precision equals its recall).
+    result["loss_top_k_oracle"] = scores(set(np.argsort(-loss)[: len(flipped)].tolist()), flipped)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="trec6")
@@ -55,15 +76,25 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--retrain", action="store_true")
     parser.add_argument(
-        "--save", type=Path, default=None, help="folder for the out-of-fold probabilities (.npz)"
+        "--method", default="loss", help="the data_check.method whose flags --retrain removes"
     )
+    parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--retrain-epochs", type=int, default=3)
+    parser.add_argument("--retrain-learning-rate", type=float, default=1e-4)
+    parser.add_argument(
+        "--retrain-freeze", type=int, default=0, help="bottom blocks frozen in the retrained models"
+    )
+    parser.add_argument(
+        "--save", type=Path, default=None, help="folder for the out-of-fold probabilities (.npz); when the "
+        "file for this (dataset, rows, noise) is already there, it is loaded instead of running the K folds"
+    )  # fmt: skip
     args = parser.parse_args()
 
     paths = fetch_dataset(args.dataset)
     train = read_table(paths["train"])
     work = Path(tempfile.mkdtemp(prefix="label-noise-"))
+    original_accuracy: dict[str, float] = {}
     for noise in args.noise:
         rng = random.Random(args.seed)
         rows = [dict(row) for row in train.rows[: args.rows]]
@@ -82,35 +113,54 @@ def main() -> None:
         })  # fmt: skip
         table = read_table(noisy)
         labels = [str(row["label"]) for row in table.rows]
-        oof = out_of_fold(config, table, list(range(len(table))), labels, echo=False, finetune=finetune)
+        saved = args.save / f"{args.dataset}-{args.rows}-{noise}.npz" if args.save is not None else None
+        if saved is not None and saved.exists():
+            stored = np.load(saved)
+            assert set(stored["flipped"].tolist()) == flipped, "saved probabilities of another planting"
+            oof = OutOfFold(list(range(len(table))), stored["labels"], stored["probabilities"],
+                            [str(name) for name in stored["names"]], float(stored["seconds"]) if "seconds" in stored.files else float("nan"))  # fmt: skip
+        else:
+            oof = out_of_fold(config, table, list(range(len(table))), labels, echo=False, finetune=finetune)
+            if saved is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(saved, probabilities=oof.probabilities, labels=oof.labels, flipped=np.array(sorted(flipped)),
+                         names=np.array(oof.label_names), seconds=oof.seconds)  # fmt: skip
         result = {"dataset": args.dataset, "rows": len(rows), "noise": noise, "flipped": len(flipped),
                   "folds": args.folds, "epochs": args.epochs, "frozen_bottom_layers": args.freeze,
                   "kfold_seconds": round(oof.seconds, 1),
                   "out_of_fold_accuracy_on_given": round(float((oof.probabilities.argmax(1) == oof.labels).mean()), 4)}  # fmt: skip
-        if args.save is not None:
-            args.save.mkdir(parents=True, exist_ok=True)
-            np.savez(args.save / f"{args.dataset}-{args.rows}-{noise}.npz", probabilities=oof.probabilities,
-                     labels=oof.labels, flipped=np.array(sorted(flipped)), names=np.array(oof.label_names))  # fmt: skip
-        for method in ("cleanlab", "loss"):
-            flagged, loss = flag_rows(oof, method)
-            result[method] = scores(set(flagged.tolist()), flipped)
-        result["loss_oracle_k"] = scores(set(np.argsort(-loss)[: len(flipped)].tolist()), flipped)
+        result.update(method_scores(oof, flipped))
         if args.retrain:
-            flagged, _ = flag_rows(oof, "cleanlab")
+            flagged = set(flag_rows(oof, args.method)[0].tolist())
             clean = work / f"{args.dataset}-{noise}-clean.jsonl"
-            write_jsonl(clean, [row for i, row in enumerate(rows) if i not in set(flagged.tolist())])
-            for name, path in (("noisy", noisy), ("clean", clean), ("original", None)):
-                if path is None:
-                    path = work / f"{args.dataset}-original.jsonl"
-                    write_jsonl(path, train.rows[: args.rows])
+            write_jsonl(clean, [row for i, row in enumerate(rows) if i not in flagged])
+            result["retrain_removed"] = len(flagged)
+            result["retrain_removed_flipped"] = len(flagged & flipped)
+            runs = [("noisy", noisy), ("clean", clean)]
+            if not original_accuracy:
+                original = work / f"{args.dataset}-original.jsonl"
+                write_jsonl(original, train.rows[: args.rows])
+                runs.append(("original", original))
+            for name, path in runs:
                 run = load_config({**config.to_yaml_dict(), "output_dir": str(work / f"run-{name}"),
                                    "data": {**config.to_yaml_dict()["data"], "train": str(path), "check": "off"},
-                                   "train": {**config.to_yaml_dict()["train"], "epochs": 3, "learning_rate": 1e-4}})  # fmt: skip
+                                   "train": {**config.to_yaml_dict()["train"], "epochs": args.retrain_epochs,
+                                             "learning_rate": args.retrain_learning_rate},
+                                   "freeze": {"bottom_layers": args.retrain_freeze}})  # fmt: skip
                 started = time.perf_counter()
                 metrics = finetune(run, overwrite=True, echo=False).metrics
+                if name == "original":
+                    original_accuracy.update(accuracy=metrics["accuracy"], f1_macro=metrics["f1_macro"])
                 result[f"test_accuracy_{name}"] = round(metrics["accuracy"], 4)
                 result[f"test_f1_macro_{name}"] = round(metrics["f1_macro"], 4)
                 result[f"train_seconds_{name}"] = round(time.perf_counter() - started, 1)
+            result["retrain"] = {
+                "epochs": args.retrain_epochs,
+                "learning_rate": args.retrain_learning_rate,
+                "frozen_bottom_layers": args.retrain_freeze,
+            }
+            result["test_accuracy_original"] = round(original_accuracy["accuracy"], 4)
+            result["test_f1_macro_original"] = round(original_accuracy["f1_macro"], 4)
         print(json.dumps(result), flush=True)
         sys.stdout.flush()
 

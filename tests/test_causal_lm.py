@@ -141,3 +141,22 @@ def test_accumulated_micro_batches_equal_one_large_batch(setup):
     for name, param in model.named_parameters():
         assert torch.allclose(param.grad, whole[name], atol=1e-5, rtol=1e-3), name
     model.zero_grad(set_to_none=True)
+
+
+def test_packing_is_on_by_default_and_exact_with_eager_attention_too(setup):
+    """`data.packing: auto` packs SmolLM2 (its mask comes from create_causal_mask); with eager attention the
+    packed rows give the padded loss too, and no logit of the second example moves with the first."""
+    task, _, model, _, examples = setup
+    assert task.packing is True
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            padded, _ = task.forward_loss(model, padded_lm_batch(examples[:4], 2))
+            packed, _ = task.forward_loss(model, task.collate(examples[:4], 2))
+        assert abs(float(packed) - float(padded)) / float(padded) < 1e-4
+        first, other_first, second = (examples[i]["input_ids"] for i in (0, 1, 2))
+        assert torch.allclose(
+            _second_logits(model, first, second), _second_logits(model, other_first, second), atol=1e-4
+        )
+    finally:
+        model.set_attn_implementation("sdpa")

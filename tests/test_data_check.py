@@ -38,8 +38,9 @@ def _flagged(report: dict, kind: str) -> set[str]:
     return {finding["where"] for finding in report["findings"] if finding["kind"] == kind}
 
 
-# Measured on this slice (bf16 on this machine): precision 0.159 (13 of 82 flagged), recall 0.867 (13 of 15).
-PRECISION_FLOOR, RECALL_FLOOR = 0.10, 0.60
+# Measured on this slice (bf16 on this machine), method loss (the default): precision 0.163 (13 of 80
+# flagged), recall 0.867 (13 of 15); method cleanlab before it: 0.159 (13 of 82), 0.867. Floors: 2 hits fewer.
+PRECISION_FLOOR, RECALL_FLOOR = 0.12, 0.70
 
 
 def edit_one_word(text: str) -> str:
@@ -151,14 +152,33 @@ def test_train_warns_per_problem_and_data_check_error_stops_before_writing(plant
     assert "data check: error: leakage" in result.stdout  # the warning line came first
 
 
-def test_near_duplicates_are_found_without_all_pairs() -> None:
+@pytest.mark.parametrize("backend", ["numpy", "datasketch"])
+def test_near_duplicates_are_found_without_all_pairs(backend: str) -> None:
+    from rapidfuzz.fuzz import ratio
+
     questions = [row["text"] for row in _rows("trec6", "train", 2000)]
-    texts = [normalize(text) for text in questions] + [normalize(edit_one_word(questions[8]))]
-    pairs = {(i, j) for i, j, _ in near_duplicate_pairs(texts, 0.8)}
-    assert (8, len(texts) - 1) in pairs
+    texts = [normalize(text) for text in questions]
+    edited = {len(texts) + k: 8 + 40 * k for k in range(30)}  # 30 one-word edits of TREC questions
+    texts += [normalize(edit_one_word(questions[source])) for source in edited.values()]
+    found = near_duplicate_pairs(texts, 0.8, backend)
+    pairs = {(i, j) for i, j, _ in found}
+    # Exact, not estimated: every pair returned has the edit similarity it reports, at or above 0.8.
+    assert all(similarity == ratio(texts[i], texts[j]) / 100 >= 0.8 for i, j, similarity in found)
+    planted = {(source, copy) for copy, source in edited.items() if ratio(texts[source], texts[copy]) >= 80}
+    assert (8, len(questions)) in pairs and len(planted & pairs) >= 0.9 * len(planted)
     # Far fewer than all pairs are confirmed: TREC's templated questions give some, not millions.
     assert len(pairs) < 0.001 * len(texts) ** 2
     assert normalize("  What IS the capital, of Peru ? ") == "what is the capital of peru"
+
+
+def test_both_near_duplicate_backends_agree_on_trec() -> None:
+    texts = list(dict.fromkeys(normalize(row["text"]) for row in _rows("trec6", "train", 3000)))
+    numpy_pairs = {(i, j) for i, j, _ in near_duplicate_pairs(texts, 0.8, "numpy")}
+    datasketch_pairs = {(i, j) for i, j, _ in near_duplicate_pairs(texts, 0.8, "datasketch")}
+    both = len(numpy_pairs & datasketch_pairs)
+    # Different hash functions, the same bands: the candidates differ only near the detection curve.
+    assert both >= 0.9 * len(numpy_pairs) and both >= 0.9 * len(datasketch_pairs), (
+        len(numpy_pairs), len(datasketch_pairs), both)  # fmt: skip
 
 
 def test_encoding_damage() -> None:
@@ -278,6 +298,8 @@ def test_label_check_finds_flipped_trec_labels_and_write_clean_relabels(tmp_path
     flagged = {f["row"]: f for f in report["findings"] if f["kind"] == "label_issue"}
     hits = len(set(flagged) & flipped)
     precision, recall = hits / max(1, len(flagged)), hits / len(flipped)
+    print(f"label check on 300 TREC rows, 5% flipped: {hits} of {len(flagged)} flagged, "
+          f"precision {precision:.3f}, recall {recall:.3f}")  # fmt: skip
     assert precision >= PRECISION_FLOOR and recall >= RECALL_FLOOR, (precision, recall, len(flagged))
     finding = flagged[next(iter(set(flagged) & flipped))]
     assert finding["details"]["given_label"] == rows[finding["row"]]["label"]

@@ -49,6 +49,7 @@ def test_few_shot_saves_an_ordinary_model_that_pipeline_loads_with_the_same_pred
 
     metrics = json.loads((few_shot_run / "metrics.json").read_text())
     assert metrics["train_examples"] == 24 and metrics["contrastive_pairs"] == 24 * 8
+    assert metrics["pooling"] == "mean"  # auto: MiniLM is a sentence-transformers model, mean pooling
     # The contrastive stage shaped the embedding: held-out pairs are closer to their targets after it.
     assert metrics["validation_pairs"]["after"]["loss"] < metrics["validation_pairs"]["before"]["loss"]
     files = {path.name for path in (few_shot_run / "model").iterdir()}
@@ -58,6 +59,8 @@ def test_few_shot_saves_an_ordinary_model_that_pipeline_loads_with_the_same_pred
     assert json.loads((few_shot_run / "model" / "config.json").read_text())["architectures"] == [
         "BertForSequenceClassification"
     ]
+    # MiniLM's 6 blocks and the fixed mean-pooling layer, saved as a 7th: pipeline needs nothing else.
+    assert json.loads((few_shot_run / "model" / "config.json").read_text())["num_hidden_layers"] == 7
     texts = ["What is the capital of Peru ?", "Who wrote Hamlet ?", "How many feet are in a mile ?",
              "What does NASA stand for ?", "Why is the sky blue ?", "What kind of animal is a dingo ?"]  # fmt: skip
     source = tmp_path / "questions.txt"
@@ -88,3 +91,41 @@ def test_samples_per_class_refuses_multi_label_data(tmp_path) -> None:
     config = load_config({"data": {"train": str(data), "samples_per_class": 2}})
     with pytest.raises(SftlabError, match="multi-label"):
         load_tables(config.data)
+
+
+def test_mean_pooling_layer_computes_the_standardized_mean_and_auto_follows_the_model() -> None:
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+    )
+
+    from sftlab.catalog.models import resolve_model
+    from sftlab.tasks.pooling import add_mean_pooling_layer, resolve_pooling
+
+    location = resolve_model("minilm")
+    assert resolve_pooling("auto", location) == "mean"  # a sentence-transformers folder, mean pooling
+    assert resolve_pooling("auto", resolve_model("paraphrase_minilm_l3")) == "cls"  # a plain BERT folder
+    assert resolve_pooling("cls", location) == "cls"
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=3).eval()
+    batch = tokenizer(["What is the capital of Peru ?", "Who ?"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model.bert(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        mean = (hidden * mask).sum(1) / mask.sum(1)  # sentence-transformers' mean over the real tokens
+        standardized = (mean - mean.mean(-1, keepdim=True)) / mean.std(-1, unbiased=False, keepdim=True)
+        fixed = add_mean_pooling_layer(model)
+        outputs = model.bert(**batch)
+    assert (
+        fixed == [r"^bert\.encoder\.layer\.6\.", r"^bert\.pooler\."] and model.config.num_hidden_layers == 7
+    )
+    assert torch.allclose(outputs.last_hidden_state[:, 0], standardized, atol=1e-3)
+    assert torch.allclose(outputs.pooler_output, torch.tanh(standardized), atol=1e-3)
+    other = DistilBertForSequenceClassification(
+        DistilBertConfig(n_layers=1, dim=32, hidden_dim=64, n_heads=2)
+    )
+    with pytest.raises(SftlabError, match="few_shot.pooling: cls"):
+        add_mean_pooling_layer(other)

@@ -66,6 +66,11 @@ class DataConfig(_Section):
     max_validation_samples: int | None = Field(default=None, gt=0)
     """Use only the first N validation examples (applied after max_eval_samples): cheaper evaluations during
     training while the final report still covers the whole test split; null for max_eval_samples."""
+    extra_train: list[str] = Field(default_factory=list)
+    """More training rows appended to train (after max_train_samples): built-in dataset names (their train
+    split, e.g. quac for question_answering) or data files with train's columns; validation and test stay."""
+    max_extra_train_samples: int | None = Field(default=None, gt=0)
+    """Use only the first N rows of each extra_train source; null for all."""
     max_length: int = Field(default=128, ge=8, le=8192)
     """Truncate inputs to this many tokens."""
     cache_tokenized: bool = True
@@ -107,8 +112,10 @@ class DataConfig(_Section):
     auto tunes it for the best F1 on validation (the official SQuAD 2.0 best_f1_thresh) before the test."""
     completion_only_loss: bool = True
     """causal_lm: train only on the answers (assistant turns); false also trains on prompt and system tokens."""
-    packing: bool = False
-    """causal_lm: pack each micro-batch's examples into rows of max_length tokens (attention stays per example)."""
+    packing: bool | Literal["auto"] = "auto"
+    """causal_lm: pack each micro-batch's examples into rows of max_length tokens, positions restarting per
+    example (padding-free; attention stays per example); auto: on where that is exact (models whose masks come
+    from transformers' create_causal_mask: Llama, SmolLM2, Qwen2, Mistral, ...), false: padded rows."""
     check: Literal["warn", "error", "off"] = "warn"
     """Before training, the cheap data checks (duplicates, leakage, conflicts, truncation): warn prints one
     line per problem, error also stops on leakage or conflicting labels (exit 2, nothing written), off skips."""
@@ -176,6 +183,11 @@ class TrainConfig(_Section):
     used_embedding_rows: bool = True
     """With Adam/AdamW, the optimizer holds only the word-embedding rows the training data uses (the others
     would get no update but AdamW's weight decay, which is applied as one factor): same result, less work."""
+    chunked_loss: bool = True
+    """Causal LMs: the output layer and cross-entropy run loss_chunk_tokens tokens at a time, gradients
+    included, so the full tokens x vocabulary logits never exist (exact; SmolLM2's vocabulary is 49,152)."""
+    loss_chunk_tokens: int = Field(default=256, ge=1)
+    """Tokens per chunk of the chunked loss (its memory: chunk x vocabulary fp32 logits, twice)."""
     fast_dropout: bool = True
     """On a CPU, dropout masks from 16-bit slices of 64-bit random draws (drop rate p to within 1/65536,
     exact expectation): a quarter of torch's generator calls."""
@@ -339,9 +351,9 @@ class DataCheckConfig(_Section):
     """Bottom blocks frozen in the fold models (fast, with the frozen-prefix cache); null: the bottom half."""
     learning_rate: float | None = Field(default=None, gt=0.0, le=10.0)
     """Peak learning rate of the fold models; null: train.learning_rate."""
-    method: Literal["cleanlab", "loss"] = "cleanlab"
-    """How rows are flagged: cleanlab's find_label_issues (confident learning), or the highest out-of-fold
-    losses, as many as cleanlab estimates there are issues (Chong et al. 2022); see docs/data-quality.md."""
+    method: Literal["loss", "cleanlab"] = "loss"
+    """How rows are flagged: the highest out-of-fold losses, as many as cleanlab's num_label_issues estimates
+    (Chong et al. 2022; more precise on planted noise), or cleanlab's find_label_issues; docs/data-quality.md."""
     report_dir: Path | None = None
     """Where data_report.json and data_report.html go; null: `<output_dir>-data-check`."""
 
@@ -434,6 +446,11 @@ class FewShotConfig(_Section):
     method: Literal["contrastive"] = "contrastive"
     """contrastive (SetFit-style): the encoder learns from same-label / different-label pairs (cosine
     similarity loss on the pooled embedding), then the classification head trains on top."""
+    pooling: Literal["auto", "mean", "cls"] = "auto"
+    """The sentence embedding the pairs shape and the head reads: mean (of the last hidden states, as
+    sentence-transformers models are trained; a fixed pooling layer keeps the saved model a plain HF
+    classifier), cls (the classifier's own [CLS] pooler) or auto (mean for sentence-transformers models
+    trained with mean pooling, e.g. minilm; else cls)."""
     pairs_per_example: int = Field(default=40, ge=1)
     """Contrastive pairs per training example and epoch, half same-label, half different-label (SetFit's
     num_iterations=20 is 40); pairs are drawn on the fly, never listed."""
@@ -495,6 +512,11 @@ class MultiTaskConfig(_Section):
 
 
 class MetaConfig(_Section):
+    algorithm: Literal["reptile", "fomaml"] = "reptile"
+    """reptile: move the encoder towards the adapted weights (epsilon); fomaml: first-order MAML, the query
+    loss's gradient at the adapted weights, applied by Adam at outer_learning_rate."""
+    outer_learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
+    """fomaml: Adam's learning rate for the meta-update (reptile uses epsilon instead)."""
     n_way: int = Field(default=5, ge=2)
     """Labels per episode (N-way)."""
     k_shot: int = Field(default=8, ge=1)

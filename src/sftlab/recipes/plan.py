@@ -118,7 +118,9 @@ def _layers_in_order(model, trainable) -> list[tuple[str, list[str]]]:  # type: 
 def describe_few_shot(config: Config) -> str:
     """The contrastive stage's pairs and steps, then each later stage's ordinary plan."""
     from sftlab.data.pairs import pairs_per_epoch
+    from sftlab.models import locate_model
     from sftlab.recipes.few_shot import stage_configs
+    from sftlab.tasks.pooling import resolve_pooling
 
     few = config.few_shot
     assert few is not None
@@ -126,8 +128,9 @@ def describe_few_shot(config: Config) -> str:
     num_train = len(tables["train"])
     pairs = pairs_per_epoch(num_train, few.pairs_per_example, few.max_pairs)
     steps = -(-pairs // few.pair_batch_size) * few.contrastive_epochs
+    pooling = resolve_pooling(few.pooling, locate_model(config.model))
     lines = [
-        f"plan: few-shot {few.method} | model {config.model} | train {num_train} examples"
+        f"plan: few-shot {few.method} | model {config.model}, {pooling} pooling | train {num_train} examples"
         + (
             f" ({config.data.samples_per_class} per label, sample_seed {config.data.sample_seed})"
             if config.data.samples_per_class
@@ -197,13 +200,15 @@ def describe_meta(config: Config) -> str:
     adaptations = meta.meta_steps * meta.meta_batch
     evaluations = meta.eval_episodes * len(meta.eval_shots) * 2
     return "\n".join([
-        f"plan: meta (Reptile) | model {config.model} | {len(table)} training rows, {len(counts)} labels in "
+        f"plan: meta ({'Reptile' if meta.algorithm == 'reptile' else 'first-order MAML'}) | model {config.model} | {len(table)} training rows, {len(counts)} labels in "
         f"'{config.data.label_column}', {len(train_labels) + len(held_out)} with at least {largest} examples",
         f"meta-training labels ({len(train_labels)}): {', '.join(train_labels)}",
         f"held-out labels ({len(held_out)}): {', '.join(held_out)}",
         f"episodes: {meta.n_way}-way {meta.k_shot}-shot, {meta.query} query per label | {meta.meta_steps} meta-steps x "
         f"{meta.meta_batch} episodes = {adaptations} adaptations of {meta.inner_steps} steps (lr {meta.inner_learning_rate:.1e})",
-        f"epsilon {meta.epsilon:g} -> {meta.final_epsilon:g} (linear) | final comparison: {meta.eval_episodes} held-out "
+        (f"epsilon {meta.epsilon:g} -> {meta.final_epsilon:g} (linear)" if meta.algorithm == "reptile" else
+         f"meta-update: Adam at {meta.outer_learning_rate:.1e} on the query gradient (one SGD probe step per episode)")
+        + " | final comparison: {meta.eval_episodes} held-out "
         f"episodes at {', '.join(str(k) for k in meta.eval_shots)} shots, from both initialisations "
         f"({evaluations} adaptations)",
     ])  # fmt: skip

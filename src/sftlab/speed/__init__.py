@@ -6,7 +6,9 @@ Each lever makes training cheaper without changing what it computes (each is tes
 - `unpadded`: a BERT-style encoder's blocks run their matrix products over the real tokens only;
 - `first_token`: a [CLS] head's top block computes one position;
 - `embedding_rows`: Adam/AdamW hold only the word-embedding rows the training data uses;
-- `fast_dropout`: CPU dropout masks from a quarter of the random draws.
+- `fast_dropout`: CPU dropout masks from a quarter of the random draws;
+- `chunked_loss`: a causal LM's output layer and cross-entropy a chunk of tokens at a time, so the full
+  tokens x vocabulary logits never exist.
 
 `choose_levers` says which apply to a run and why (the start-up line and `sftlab plan` print the same
 decisions); the loop then enters one context per micro-batch (`Levers.micro_batch`) and calls a few named
@@ -24,13 +26,21 @@ import torch
 
 from sftlab.distributed import data_parallel_rank
 from sftlab.errors import SftlabError
+from sftlab.speed.chunked_loss import chunked, supports_chunked_loss
 from sftlab.speed.embedding_rows import UsedRows, used_rows_or_reason
 from sftlab.speed.fast_dropout import use_fast_dropout
 from sftlab.speed.first_token import first_token_top, supports_first_token_top
 from sftlab.speed.prefix_cache import compute_prefix, frozen_prefix_depth, pad_prefix, run_from_prefix
 from sftlab.speed.unpadded import supports_unpadded, unpadded_encoder
 
-LEVERS = ("prefix cache", "unpadded blocks", "first-token top", "used embedding rows", "fast dropout")
+LEVERS = (
+    "prefix cache",
+    "unpadded blocks",
+    "first-token top",
+    "used embedding rows",
+    "fast dropout",
+    "chunked loss",
+)
 
 
 @dataclass
@@ -52,6 +62,8 @@ class Levers:
     rows: UsedRows | None = None
     prefix: list[torch.Tensor] | None = None
     restore_dropout: Callable[[], None] | None = None
+    loss_chunk_tokens: int = 0
+    """Tokens per chunk of the chunked loss; 0 when that lever is off."""
     model: Any = field(default=None, repr=False)
     """The unwrapped model the levers act on."""
 
@@ -87,6 +99,8 @@ class Levers:
                 stack.enter_context(first_token_top(self.model))
             if self.rows is not None:
                 stack.enter_context(self.rows.training())
+            if self.loss_chunk_tokens:
+                stack.enter_context(chunked(self.loss_chunk_tokens))
             yield
 
     def sync(self) -> None:
@@ -152,12 +166,15 @@ def choose_levers(
         "used embedding rows": [not settings.used_embedding_rows and "train.used_embedding_rows is false", rows_shared],
         "fast dropout": [not settings.fast_dropout and "train.fast_dropout is false",
                          device.type != "cpu" and f"{device.type}'s own dropout is fast"],
+        "chunked loss": [not settings.chunked_loss and "train.chunked_loss is false", sharded,
+                         not supports_chunked_loss(model) and "not a causal LM with a plain output layer"],
     }  # fmt: skip
     on_why = {
         "prefix cache": f"embeddings and blocks 0-{depth - 1}",
         "unpadded blocks": "exact, tested",
         "first-token top": "exact, tested",
         "fast dropout": "CPU",
+        "chunked loss": f"{settings.loss_chunk_tokens} tokens per chunk, exact, tested",
     }
     decisions, rows = [], None
     for lever in LEVERS:
@@ -173,7 +190,9 @@ def choose_levers(
             raise SftlabError(
                 f"--resume: the {lever} lever was on when the run started and cannot be now ({why_not})"
             )
-    return Levers(decisions, prefix_depth=depth if decisions[0].on else 0, rows=rows, model=model)
+    chunk_tokens = settings.loss_chunk_tokens if decisions[LEVERS.index("chunked loss")].on else 0
+    return Levers(decisions, prefix_depth=depth if decisions[0].on else 0, rows=rows, model=model,
+                  loss_chunk_tokens=chunk_tokens)  # fmt: skip
 
 
 def decisions_for_plan(settings: Any, model: torch.nn.Module, trainable: Any, device: str,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from sftlab.data.batching import inference_batches
 from sftlab.data.chat import conversation, encode_conversation, ensure_chat_template, render, row_format
@@ -24,18 +23,32 @@ from sftlab.data.readers import Table
 from sftlab.errors import SftlabError
 from sftlab.evaluation.answers import answer_metrics
 from sftlab.generation import generate_answers
+from sftlab.speed.chunked_loss import causal_lm_loss, chunked
+
+
+def packing_is_exact(model: Any) -> bool:
+    """Packed rows (restarting positions, no attention mask) keep attention inside each example: true where
+    the model builds its mask with transformers' `create_causal_mask`, which turns restarting positions into
+    a block-diagonal mask (SDPA, eager) or varlen flash attention (tested on SmolLM2 with SDPA and eager)."""
+    import sys
+
+    module = sys.modules.get(type(model).__module__)
+    return module is not None and hasattr(module, "create_causal_mask")
 
 
 @dataclass
 class CausalLMTask:
     max_length: int = 512
     completion_only_loss: bool = True
-    packing: bool = False
+    packing: bool | str = "auto"
+    """True, False, or auto (decided by `load_model`: on where packed rows are exact)."""
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
     eval_samples: int = 100
     seed: int = 42
+    loss_chunk_tokens: int = 0
+    """Evaluation's loss in chunks of this many tokens (0: from the full logits), as the lever trains."""
     tokenizer: Any = field(default=None, repr=False)
     """Set by `encode` (or `from_saved`); evaluation generates answers with it."""
     name: str = "causal_lm"
@@ -47,6 +60,7 @@ class CausalLMTask:
         return cls(
             data.max_length, data.completion_only_loss, data.packing, generate.max_new_tokens,
             generate.temperature, generate.top_p, generate.eval_samples, config.train.seed,
+            config.train.loss_chunk_tokens if config.train.chunked_loss else 0,
         )  # fmt: skip
 
     @classmethod
@@ -86,6 +100,8 @@ class CausalLMTask:
         model = AutoModelForCausalLM.from_pretrained(
             location, dtype=torch.float32, trust_remote_code=config.trust_remote_code
         )
+        if self.packing == "auto":
+            self.packing = packing_is_exact(model)
         return apply_adapter(model, config.adapter, "CAUSAL_LM")
 
     def encode(self, tokenizer: Any, table: Table) -> list[dict[str, Any]]:
@@ -114,7 +130,7 @@ class CausalLMTask:
         return sum(1 for label in example["labels"] if label != -100)
 
     def collate(self, examples: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-        if self.packing:
+        if self.packing is True:
             return packed_lm_batch(examples, pad_token_id, self.max_length)
         return padded_lm_batch(examples, pad_token_id)
 
@@ -130,11 +146,9 @@ class CausalLMTask:
             inputs["position_ids"] = batch["position_ids"]  # packed: no mask, so attention is per example
         else:
             inputs["attention_mask"] = batch["attention_mask"]
-        logits = model(**inputs).logits
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1), targets[:, keep].flatten(), ignore_index=-100, reduction="sum"
-        )
-        return loss, int(trained.sum())
+        # In training the chunked-loss lever (`sftlab.speed.chunked_loss`) computes the output layer and
+        # cross-entropy a chunk of tokens at a time; evaluation chunks with the same size.
+        return causal_lm_loss(model, inputs, targets[:, keep]), int(trained.sum())
 
     @torch.inference_mode()
     def answer_loss(self, model: Any, examples: list[dict[str, Any]], batch_size: int, device: torch.device,
@@ -144,7 +158,7 @@ class CausalLMTask:
         total, count = 0.0, 0
         for indices in inference_batches([len(e["input_ids"]) for e in examples], batch_size):
             batch = padded_lm_batch([examples[i] for i in indices], 0)
-            with autocast():
+            with autocast(), chunked(self.loss_chunk_tokens):
                 loss, terms = self.forward_loss(model, {k: v.to(device) for k, v in batch.items()})
             total += float(loss)
             count += terms

@@ -4,7 +4,8 @@ Each training item is a pair of encoded texts and whether they share a label. Bo
 go through the encoder in one batch; the loss is SetFit's CosineSimilarityLoss, (cos(u, v) - y)^2 with
 y = 1 for a same-label pair and 0 otherwise, summed over the pairs (the engine divides by their count).
 
-The embedding is the sequence classifier's own pooled output (BERT: the pooler on [CLS]), so the head
+The embedding is the sequence classifier's own pooled output (BERT: the pooler on position 0, which
+with `few_shot.pooling: mean` reads the mean of the tokens, `sftlab.tasks.pooling`), so the head
 trained next reads exactly the space the pairs shaped, and the saved model stays an ordinary
 `AutoModelForSequenceClassification`. Pairs come from `sftlab.data.pairs.PairSampler`, on the fly:
 `PairExamples` is a sequence whose item k is computed when the engine asks for it.
