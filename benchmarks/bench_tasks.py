@@ -18,8 +18,9 @@ is a difference in training. The last line printed is one JSON object with the f
   each word labelled (run_ner's default).
 - question_answering: DisflQA, run_qa's windowed preprocessing (max_length 384, doc_stride 128, offsets,
   [CLS] for windows without the answer), n-best 20, answers of at most 30 tokens.
-- seq2seq: Spanish -> English Bible verses, `Seq2SeqTrainer` (`predict_with_generate`, greedy) against
-  sftlab's seq2seq task, the same warm-started BERT2BERT (`sftlab.models.load_encoder_decoder`).
+- seq2seq: Spanish -> English Bible verses, `Seq2SeqTrainer` with `DataCollatorForSeq2Seq` against
+  sftlab's seq2seq task, the same warm-started BERT2BERT (`sftlab.models.load_encoder_decoder`); both
+  models generate greedily (64 new tokens at most) with sftlab's generation code for BLEU.
 """
 
 from __future__ import annotations
@@ -86,9 +87,7 @@ def _training_arguments(args: argparse.Namespace, scratch: str, seq2seq: bool = 
         logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
     )  # fmt: skip
     if seq2seq:
-        return Seq2SeqTrainingArguments(
-            **settings, predict_with_generate=True, generation_max_length=None, generation_num_beams=1
-        )
+        return Seq2SeqTrainingArguments(**settings)
     return TrainingArguments(**settings)
 
 
@@ -239,13 +238,14 @@ def trainer_question_answering(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def trainer_seq2seq(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
     import torch
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer
 
     from sftlab.catalog.models import resolve_model
+    from sftlab.config import GenerationConfig
     from sftlab.evaluation.generation_metrics import generation_metrics
     from sftlab.models import load_encoder_decoder
+    from sftlab.tasks.seq2seq import Seq2SeqTask
 
     rows = _rows(args.dataset, args)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
@@ -261,31 +261,26 @@ def trainer_seq2seq(args: argparse.Namespace) -> dict[str, Any]:
     train, test = encode("train"), encode("test")
     torch.manual_seed(args.seed)
     model = load_encoder_decoder("minilm", "minilm")
-    model.generation_config.max_new_tokens = MAX_NEW_TOKENS
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Seq2SeqTrainer(model=model, args=_training_arguments(args, scratch, seq2seq=True),
                                  train_dataset=train, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))  # fmt: skip
         output = trainer.train()
-        generated = trainer.predict(
-            [{"input_ids": f["input_ids"], "attention_mask": f["attention_mask"]} for f in test]
-        )
-    sequences = np.where(generated.predictions < 0, tokenizer.pad_token_id, generated.predictions)
-    texts = [t.strip() for t in tokenizer.batch_decode(sequences, skip_special_tokens=True, clean_up_tokenization_spaces=True)]  # fmt: skip
+    # Scored by the code that scores sftlab's side (greedy, length-sorted batches of 64): BLEU then differs
+    # only by what training did.
+    settings = GenerationConfig(num_beams=1, max_new_tokens=MAX_NEW_TOKENS).model_dump()  # sftlab's defaults
+    task = Seq2SeqTask(generation=settings)
+    autocast = _autocast(trainer.args.bf16)
+    texts = task.generate(model, tokenizer, test, tokenizer.pad_token_id, 64, torch.device("cpu"), autocast)
     metrics = generation_metrics(texts, [row["en"] for row in rows["test"]])
-    loss = _token_loss(model, test, tokenizer.pad_token_id, bf16=trainer.args.bf16)
+    loss = task.loss(model, test, tokenizer.pad_token_id, 64, torch.device("cpu"), autocast)
     tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in train)
     return _trainer_result(output, len(train), tokens, args, bleu=metrics["bleu"], loss=loss, precision=_precision(trainer))  # fmt: skip
 
 
-def _token_loss(model: Any, features: list[dict[str, Any]], pad_token_id: int, bf16: bool) -> float:
-    """Mean teacher-forced cross-entropy per target token (what sftlab's seq2seq evaluation reports)."""
+def _autocast(bf16: bool) -> Any:
     import torch
 
-    from sftlab.tasks.seq2seq import Seq2SeqTask
-
-    task = Seq2SeqTask()
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else (lambda: torch.autocast("cpu", enabled=False))  # fmt: skip
-    return task.loss(model, features, pad_token_id, 64, torch.device("cpu"), autocast)
+    return lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
 
 def worker_sftlab(args: argparse.Namespace) -> dict[str, Any]:
@@ -366,6 +361,30 @@ def _median(runs: list[dict[str, Any]], quality: list[str]) -> dict[str, Any]:
         chosen[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     chosen["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
     return chosen
+
+
+def ablate(args: argparse.Namespace) -> dict[str, Any]:
+    """sftlab at its defaults against sftlab with the `--ablate` levers off, alternating, same seeds."""
+    spec = TASKS[args.task]
+    off = [name for name in args.ablate.split(",") if name]
+    on_runs, off_runs = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for repeat in range(args.repeats):
+            seed = args.seed + repeat
+            off_runs.append(
+                _run_worker("sftlab", args, seed=seed, output_dir=f"{scratch}/off", levers_off=off)
+            )
+            on_runs.append(_run_worker("sftlab", args, seed=seed, output_dir=f"{scratch}/on"))
+            print(f"seed {seed}: {','.join(off)} off {off_runs[-1]['train_samples_per_s']:.1f} samples/s, "
+                  f"on {on_runs[-1]['train_samples_per_s']:.1f} samples/s", flush=True)  # fmt: skip
+    with_lever, without = _median(on_runs, spec["quality"]), _median(off_runs, spec["quality"])
+    summary = {"task": args.task, "ablated": off, "train_samples": args.train_samples, "epochs": args.epochs,
+               "speedup": round(with_lever["train_samples_per_s"] / without["train_samples_per_s"], 3),
+               "samples_per_s": {"off": without["runs_train_samples_per_s"], "on": with_lever["runs_train_samples_per_s"]},
+               "peak_rss_mb": {"off": round(without["peak_rss_mb"]), "on": round(with_lever["peak_rss_mb"])}}  # fmt: skip
+    for key in spec["quality"]:
+        summary[key] = {"off": without[f"runs_{key}"], "on": with_lever[f"runs_{key}"]}
+    return summary
 
 
 def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
@@ -456,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--levers-off", default="",
                         help="sftlab's side with these train.* levers false, e.g. unpad,used_embedding_rows (ablation)")  # fmt: skip
+    parser.add_argument("--ablate", default="",
+                        help="instead of Trainer: sftlab with these train.* levers off against sftlab's defaults")  # fmt: skip
     parser.add_argument("--worker", choices=["trainer", "sftlab"], help=argparse.SUPPRESS)
     parser.add_argument("--output-dir", help=argparse.SUPPRESS)
     return parser
@@ -482,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = worker_sftlab if args.worker == "sftlab" else WORKERS[args.task]
         print(json.dumps(worker(args)))
         return 0
-    print(json.dumps(orchestrate(args)))
+    print(json.dumps(ablate(args) if args.ablate else orchestrate(args)))
     return 0
 
 

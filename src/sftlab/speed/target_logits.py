@@ -3,7 +3,7 @@
 A seq2seq batch pads every target to the longest one, and teacher forcing runs the decoder over the whole
 batch x length grid; the padding positions' labels are -100, so their logits are computed and then
 ignored. Yet the output layer is the largest product of the decoder: on BERT2BERT from MiniLM it maps 384
-hidden units to 30,522 words, ~6.6x the work of one decoder block per position. On 32 Bible verses
+hidden units to 30,522 words, ~5.7x the products of one decoder block per position. On 32 Bible verses
 (targets padded to 62 tokens, 943 real of 1,984 positions) half of it, and half of the fp32 logits tensor
 (240 MB), was padding.
 
