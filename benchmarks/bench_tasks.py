@@ -42,7 +42,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "token_classification": {
         "dataset": "wnut16", "train_samples": 1916, "eval_samples": 239, "max_length": 96, "epochs": 3,
         "batch_size": 16, "learning_rate": 1e-4, "repeats": 5, "quality": ["entity_f1"],
-        "quick": {"repeats": 3},
+        "quick": {"repeats": 3, "epochs": 2},
     },
     "question_answering": {
         "dataset": "disflqa", "train_samples": 700, "eval_samples": 200, "max_length": 384, "epochs": 2,
