@@ -8,8 +8,9 @@ As `sftlab.bench` does for classification: each side of each seed runs in its ow
 is its own), the sides alternate (Trainer, sftlab, Trainer, sftlab, ...) so a noisy stretch hits both, and
 a matrix-multiply check runs before and after. Both sides get the same model (all-MiniLM-L6-v2; BERT2BERT
 from it for seq2seq), the same rows, batch size, learning rate, schedule (linear, no warmup), weight decay
-(0), gradient clipping (1.0) and seeds. The Trainer side runs at its best here: dynamic padding,
-`group_by_length`, and bf16 where sftlab's probe finds bf16 fast (the same probe sftlab's `precision: auto`
+(0), gradient clipping (1.0) and seeds. The Trainer side runs at its best here: dynamic padding to a
+multiple of 8 (the run_* scripts' option; fewer shapes also keep the CPU matrix library's kernel cache,
+and so memory, small), `group_by_length`, and bf16 where sftlab's probe finds bf16 fast (the same probe sftlab's `precision: auto`
 uses). Quality is scored by the same code on both sides (seqeval-style entity F1; SQuAD EM/F1 after n-best
 decoding with the null threshold tuned on validation; sacreBLEU and per-token test loss), so a difference
 is a difference in training. The last line printed is one JSON object with the figures and the ratios.
@@ -143,7 +144,7 @@ def trainer_token_classification(args: argparse.Namespace) -> dict[str, Any]:
     )
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(model=model, args=_training_arguments(args, scratch), train_dataset=train,
-                          data_collator=DataCollatorForTokenClassification(tokenizer))  # fmt: skip
+                          data_collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8))  # fmt: skip
         output = trainer.train()
         predictions = trainer.predict(test)
     guesses = np.argmax(predictions.predictions, -1)
@@ -218,7 +219,7 @@ def trainer_question_answering(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(model=model, args=_training_arguments(args, scratch),
                           train_dataset=[{k: f[k] for k in model_keys} for f in train],
-                          data_collator=DataCollatorWithPadding(tokenizer))  # fmt: skip
+                          data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8))  # fmt: skip
         output = trainer.train()
         decoded = {}
         for split in ("validation", "test"):
@@ -263,7 +264,7 @@ def trainer_seq2seq(args: argparse.Namespace) -> dict[str, Any]:
     model = load_encoder_decoder("minilm", "minilm")
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Seq2SeqTrainer(model=model, args=_training_arguments(args, scratch, seq2seq=True),
-                                 train_dataset=train, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))  # fmt: skip
+                                 train_dataset=train, data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, pad_to_multiple_of=8))  # fmt: skip
         output = trainer.train()
     # Scored by the code that scores sftlab's side (greedy, length-sorted batches of 64): BLEU then differs
     # only by what training did.
