@@ -274,7 +274,7 @@ def trainer_seq2seq(args: argparse.Namespace) -> dict[str, Any]:
     texts = task.generate(model, tokenizer, test, tokenizer.pad_token_id, 64, torch.device("cpu"), autocast)
     metrics = generation_metrics(texts, [row["en"] for row in rows["test"]])
     loss = task.loss(model, test, tokenizer.pad_token_id, 64, torch.device("cpu"), autocast)
-    tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in train)
+    tokens = sum(len(f["input_ids"]) for f in train)  # real source tokens, as sftlab counts them
     return _trainer_result(output, len(train), tokens, args, bleu=metrics["bleu"], loss=loss, precision=_precision(trainer))  # fmt: skip
 
 
