@@ -41,9 +41,10 @@ def is_adapter_dir(model_dir: Path) -> bool:
     return (Path(model_dir) / ADAPTER_FILE).exists()
 
 
-def save_model(model: Any, folder: Path) -> None:
-    """Save a full model, or an adapter plus its trained modules and the base model's config."""
-    model.save_pretrained(folder, safe_serialization=True)
+def save_model(model: Any, folder: Path, state_dict: dict[str, Any] | None = None) -> None:
+    """Save a full model, or an adapter plus its trained modules and the base model's config. `state_dict`:
+    the whole model's weights when the model's own are sharded across processes."""
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     if hasattr(model, "peft_config"):
         model.get_base_model().config.to_json_file(Path(folder) / BASE_CONFIG_FILE)
 

@@ -15,6 +15,13 @@ Each checkpoint is written into a hidden temporary folder, every file and the fo
 the folder is renamed into place; `state.json` is written last. A kill at any moment therefore leaves
 either the new complete checkpoint or none, and the previous checkpoint is deleted only afterwards.
 Only the main process writes, apart from each process's own RNG file.
+
+Sharded parameters (FSDP2: every parameter a DTensor holding this process's shard) are never gathered
+for a checkpoint: every process writes its own shards of the weights, the optimizer state and the best
+model with `torch.distributed.checkpoint` into `sharded/` (one `.distcp` file per process plus a
+`.metadata` index), and a resume reads them back into the freshly sharded model, so no process ever holds
+the whole model. The folder must be on a file system every process sees (one machine, or a shared disk).
+DeepSpeed checkpoints are refused with a message (see `refuse_unsupported_checkpoints`).
 """
 
 from __future__ import annotations
@@ -40,6 +47,66 @@ MODEL = "model.safetensors"
 BEST = "best.safetensors"
 OPTIMIZER = "optimizer.pt"
 PREFIX = "step-"
+SHARDED = "sharded"
+"""The folder of a sharded checkpoint's torch.distributed.checkpoint files."""
+
+
+def is_sharded(model: Any) -> bool:
+    """True when the model's parameters are sharded across processes (FSDP2's DTensor parameters)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(parameter, DTensor) for parameter in model.parameters())
+
+
+class ShardedState:
+    """A model and its optimizer whose state each process saves and loads as its own shards."""
+
+    def __init__(self, model: Any, optimizer: Any) -> None:
+        self.model, self.optimizer = model, optimizer
+
+    def payload(self) -> dict[str, Any]:
+        """The state dicts in torch.distributed.checkpoint's form (DTensor shards, optimizer by names)."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        weights, moments = get_state_dict(self.model, self.optimizer)
+        return {"model": weights, "optimizer": moments}
+
+    def load(self, folder: Path, best_template: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Read this process's shards into the model and optimizer (and the best model, when saved)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        payload = self.payload()
+        if best_template is not None:
+            payload["best"] = best_template
+        dcp.load(payload, checkpoint_id=str(folder))
+        set_state_dict(self.model, self.optimizer, model_state_dict=payload["model"],
+                       optim_state_dict=payload["optimizer"])  # fmt: skip
+        return payload.get("best")
+
+
+def refuse_unsupported_checkpoints(accelerator: Any, keep_last: int) -> None:
+    """DeepSpeed keeps the model and optimizer inside its engine (ZeRO shards both, in its own layout); this
+    version has not been able to test saving and resuming them (no GPU here), so it refuses checkpoints rather
+    than write ones that would resume wrongly."""
+    if keep_last and getattr(accelerator.distributed_type, "value", "") == "DEEPSPEED":
+        raise SftlabError(
+            "train.keep_last: checkpoints under DeepSpeed are not supported yet; set train.keep_last: 0 "
+            "(train without checkpoints) or use FSDP2 (examples/accelerate/fsdp2.yaml), whose sharded "
+            "checkpoints resume exactly"
+        )
+
+
+def full_state_dict(model: Any, accelerator: Any) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights on the main process (None elsewhere), for the saved model: sharded
+    parameters are gathered shard by shard to the main process's CPU. Every process must call this."""
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        weights = get_model_state_dict(model, options=options)
+        return weights if accelerator.is_main_process else None
+    return accelerator.get_state_dict(model) if accelerator.is_main_process else None
 
 
 def checkpoints_dir(output_dir: Path) -> Path:
@@ -119,8 +186,8 @@ def save_checkpoint(
     accelerator: Any,
     output_dir: Path,
     step: int,
-    model_state: dict[str, torch.Tensor],
-    optimizer_state: dict[str, Any],
+    model_state: dict[str, torch.Tensor] | ShardedState,
+    optimizer_state: dict[str, Any] | None,
     best_state: dict[str, torch.Tensor] | None,
     state: dict[str, Any],
     keep_last: int,
@@ -128,7 +195,8 @@ def save_checkpoint(
     """Write `checkpoints/step-{step}` atomically, then keep only the newest `keep_last` checkpoints.
 
     `state` is the loop's plain-JSON state; the RNG states and file checksums are added here. Every
-    process must call this (each writes its own RNG file); only the main process writes the rest.
+    process must call this (each writes its own RNG file); only the main process writes the rest, except
+    for a ShardedState (then optimizer_state is None), whose shards every process writes.
     """
     root = checkpoints_dir(output_dir)
     final = root / f"{PREFIX}{step}"
@@ -147,13 +215,23 @@ def save_checkpoint(
         save_file(rng_tensors(), str(temporary / f"rng-rank{rank}.safetensors"))
         rng_states = rng_json()
         (temporary / f"rng-rank{rank}.json").write_text(json.dumps(rng_states), encoding="utf-8")
+        if isinstance(model_state, ShardedState):
+            import torch.distributed.checkpoint as dcp
+
+            payload = model_state.payload()
+            if best_state is not None:
+                payload["best"] = best_state
+            dcp.save(payload, checkpoint_id=str(temporary / SHARDED))
         accelerator.wait_for_everyone()
         if main:
-            save_file(cpu_state_dict(model_state), str(temporary / MODEL), metadata={"format": "pt"})
-            torch.save(optimizer_state, temporary / OPTIMIZER)
-            if best_state is not None:
-                save_file(cpu_state_dict(best_state), str(temporary / BEST), metadata={"format": "pt"})
-            files = sorted(path.name for path in temporary.iterdir())
+            if not isinstance(model_state, ShardedState):
+                save_file(cpu_state_dict(model_state), str(temporary / MODEL), metadata={"format": "pt"})
+                torch.save(optimizer_state, temporary / OPTIMIZER)
+                if best_state is not None:
+                    save_file(cpu_state_dict(best_state), str(temporary / BEST), metadata={"format": "pt"})
+            files = sorted(
+                str(path.relative_to(temporary)) for path in temporary.rglob("*") if path.is_file()
+            )
             for name in files:
                 _fsync_file(temporary / name)
             record = {
@@ -356,20 +434,33 @@ def restore_checkpoint(
 ) -> dict[str, torch.Tensor] | None:
     """Load the weights, optimizer, grad scaler and RNG states into the freshly built run; returns the best
     model's weights. RNG states are restored last, after everything that building the run consumed."""
-    weights = load_tensors(checkpoint / MODEL)
-    try:
-        accelerator.unwrap_model(model).load_state_dict(weights)
-    except RuntimeError as error:
+    unwrapped = accelerator.unwrap_model(model)
+    if (checkpoint / SHARDED).is_dir() != is_sharded(unwrapped):
         raise SftlabError(
-            f"{checkpoint / MODEL}: does not fit the model: {str(error).splitlines()[0]}"
-        ) from None
-    optimizer.load_state_dict(load_optimizer_state(checkpoint / OPTIMIZER))
+            f"{checkpoint}: a {'sharded' if (checkpoint / SHARDED).is_dir() else 'whole-model'} checkpoint; "
+            f"resume it with the same kind of run ({'FSDP2' if (checkpoint / SHARDED).is_dir() else 'not FSDP2'})"
+        )
+    best_state = None
+    if is_sharded(unwrapped):
+        template = None
+        if saved.get("has_best_file"):
+            template = {key: value.detach().clone() for key, value in unwrapped.state_dict().items()}
+        best_state = ShardedState(model, optimizer).load(checkpoint / SHARDED, template)
+        weights = unwrapped.state_dict()
+    else:
+        weights = load_tensors(checkpoint / MODEL)
+        try:
+            unwrapped.load_state_dict(weights)
+        except RuntimeError as error:
+            raise SftlabError(
+                f"{checkpoint / MODEL}: does not fit the model: {str(error).splitlines()[0]}"
+            ) from None
+        optimizer.load_state_dict(load_optimizer_state(checkpoint / OPTIMIZER))
+        if saved.get("has_best_file"):
+            best_state = load_tensors(checkpoint / BEST)
     if accelerator.scaler is not None and saved.get("scaler"):
         accelerator.scaler.load_state_dict(saved["scaler"])
-    best_state = None
-    if saved.get("has_best_file"):
-        best_state = load_tensors(checkpoint / BEST)
-    elif saved["best_step"] == saved["step"]:
-        best_state = {key: value.clone() for key, value in weights.items()}
+    if best_state is None and saved["best_step"] == saved["step"]:
+        best_state = {key: value.detach().clone() for key, value in weights.items()}
     restore_rng(*load_rng(checkpoint, accelerator.process_index))
     return best_state

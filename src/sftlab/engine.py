@@ -23,7 +23,14 @@ from typing import Any
 
 import torch
 
-from sftlab.checkpoints import list_checkpoints, restore_checkpoint, save_checkpoint
+from sftlab.checkpoints import (
+    ShardedState,
+    is_sharded,
+    list_checkpoints,
+    refuse_unsupported_checkpoints,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from sftlab.config import Config
 from sftlab.data.batching import plan_steps
 from sftlab.errors import SftlabError
@@ -137,6 +144,7 @@ def fit(
     levers = choose_levers(train_cfg, model, trainable, accelerator.num_processes, accelerator.device,
                            (example["input_ids"] for example in train_set), config.optim.name,
                            config.optim.weight_decay, recorded)  # fmt: skip
+    refuse_unsupported_checkpoints(accelerator, train_cfg.keep_last if output_dir is not None else 0)
     optimizer = make_optimizer(trainable, config)
     unwrapped = model
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -184,9 +192,14 @@ def fit(
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             "config": config.to_yaml_dict(), "data": fingerprint,
         }  # fmt: skip
-        save_checkpoint(accelerator, output_dir, state.step, accelerator.unwrap_model(model).state_dict(),
-                        optimizer.state_dict(), best_weights if state.best_step != state.step else None, record,
-                        train_cfg.keep_last)  # fmt: skip
+        if is_sharded(model):  # FSDP2: every process writes its own shards
+            weights, moments = ShardedState(model, optimizer), None
+        else:
+            weights, moments = accelerator.unwrap_model(model).state_dict(), optimizer.state_dict()
+        best = best_weights if state.best_step != state.step else None
+        save_checkpoint(
+            accelerator, output_dir, state.step, weights, moments, best, record, train_cfg.keep_last
+        )
 
     # --- start, or continue from a checkpoint: weights, optimizer, RNGs, the run state, best model
     if resume is not None:
@@ -261,7 +274,84 @@ def fit(
                     disable=None if accelerator.is_main_process else True)  # fmt: skip
     quiet = not (echo and accelerator.is_main_process)
     say = (lambda text: None) if quiet else functools.partial(progress.write, file=sys.stdout)
-    start_epoch, stage = state.step // steps_per_epoch, 0
+    stage = 0
+
+    def unfreeze_when_due() -> None:
+        """Gradual unfreezing: make the stage this step belongs to trainable."""
+        nonlocal stage
+        wanted = min(unfreeze_stage(state.step, state.epoch, config.freeze.unfreeze_every,
+                                    config.freeze.unfreeze_unit), len(trainable.stages) - 1)  # fmt: skip
+        if wanted != stage:
+            stage = wanted
+            set_trainable(unwrapped, trainable.stages[stage])
+            say(f"step {state.step}: gradual unfreezing stage {stage}, "
+                f"{count_parameters(unwrapped)[0]:,} parameters trainable")  # fmt: skip
+
+    def update(micro_batches: list[list[int]], sums: tuple[float, int, int, int], grad_norm: Any) -> bool:
+        """Apply the step's gradients, or skip a non-finite batch (or stop the run); True when applied."""
+        nonlocal best_weights
+        # A NaN/inf loss or gradient is caught at the step it happens (fp16's scaler skips inf gradients
+        # itself); all processes agree, so they skip or stop together.
+        fault = nonfinite_fault(sums[0], grad_norm, accelerator)
+        if fault is None:
+            # A best model without a copy is the current weights, which are about to change: copy them.
+            if state.best_value is not None and best_weights is None:
+                levers.sync()
+                weights = accelerator.unwrap_model(model).state_dict()
+                best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+            optimizer.step()
+            levers.stepped(optimizer)
+            state.loss_total += sums[0]
+            state.loss_terms += sums[1]
+            state.examples_seen += sums[2]
+            state.tokens_seen += sums[3]
+        elif state.nonfinite_skipped < train_cfg.skip_nonfinite_batches:
+            state.nonfinite_skipped += 1
+            log(f"step {state.step + 1}: {fault}; skipped the batch ({state.nonfinite_skipped} of "
+                f"train.skip_nonfinite_batches={train_cfg.skip_nonfinite_batches})")  # fmt: skip
+        else:
+            if output_dir is not None:
+                release_lock(output_dir)
+            raise SftlabError(nonfinite_message(
+                fault, state.step + 1, state.epoch + 1, precision, train_cfg.learning_rate,
+                [where(i) for m in micro_batches for i in m],
+                list_checkpoints(output_dir) if output_dir is not None else [],
+            ))  # fmt: skip
+        clear_folded_clip(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        return fault is None
+
+    def evaluation_point() -> None:
+        """Evaluate, keep the best model, checkpoint, and let early stopping and the caller decide."""
+        if state.step == total_steps:  # training is over: its scratch memory and the cache's go back
+            levers.prefix = None
+            release_freed_memory()
+        metrics = evaluate()
+        improved = keep_best(metrics)
+        train_loss = state.loss_total / max(1, state.loss_terms)
+        summary = {key: v for key, v in metrics.items() if not isinstance(v, dict)}
+        state.history.append(
+            {"epoch": state.epoch + 1, "step": state.step, "train_loss": train_loss, **summary}
+        )
+        record = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4)}
+        record.update({f"validation/{k}": v for k, v in summary.items() if isinstance(v, int | float)})
+        state.log_history.append(record)
+        say(
+            f"epoch {state.epoch + 1}/{train_cfg.epochs} step {state.step}: train loss {train_loss:.4f} | "
+            f"validation loss {metrics['loss']:.4f}, {task.epoch_summary(metrics)}"
+            f"{' (best)' if improved else ''} | {state.examples_seen / state.train_seconds:.1f} samples/s"
+        )
+        state.loss_total, state.loss_terms = 0.0, 0
+        if on_log is not None:
+            on_log(state, record)
+        if train_cfg.patience is not None and state.evaluations_since_best >= train_cfg.patience:
+            log(f"early stop: {metric_for_best} did not improve for {train_cfg.patience} evaluations")
+            state.stopped = True
+        if on_evaluation is not None:
+            state.stopped = agree(bool(on_evaluation(state, metrics)), accelerator) or state.stopped
+        checkpoint_now()
+
+    start_epoch, every = state.step // steps_per_epoch, train_cfg.eval_every
     for state.epoch in range(start_epoch, train_cfg.epochs):
         if state.stopped:
             break
@@ -272,55 +362,19 @@ def fit(
             started = time.perf_counter()
             model.train()
             if trainable.stages:
-                wanted = min(unfreeze_stage(state.step, state.epoch, config.freeze.unfreeze_every,
-                                            config.freeze.unfreeze_unit), len(trainable.stages) - 1)  # fmt: skip
-                if wanted != stage:
-                    stage = wanted
-                    set_trainable(unwrapped, trainable.stages[stage])
-                    say(f"step {state.step}: gradual unfreezing stage {stage}, "
-                        f"{count_parameters(unwrapped)[0]:,} parameters trainable")  # fmt: skip
+                unfreeze_when_due()
             for group in optimizer.param_groups:
                 group["lr"] = group["peak_lr"] * schedule(state.step)
-            step_loss, step_terms, step_examples, step_tokens = forward_backward(
-                epoch_steps[position_in_epoch]
-            )
+            sums = forward_backward(epoch_steps[position_in_epoch])
             grad_norm = None
             if train_cfg.max_grad_norm is not None:
                 grad_norm = clip_gradients(model, optimizer, accelerator, train_cfg.max_grad_norm)
-            # A NaN/inf loss or gradient is caught at the step it happens (fp16's scaler skips inf gradients
-            # itself); all processes agree, so they skip or stop together.
-            fault = nonfinite_fault(step_loss, grad_norm, accelerator)
-            if fault is None:
-                # A best model without a copy is the current weights, which are about to change: copy them.
-                if state.best_value is not None and best_weights is None:
-                    levers.sync()
-                    weights = accelerator.unwrap_model(model).state_dict()
-                    best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
-                optimizer.step()
-                levers.stepped(optimizer)
-                state.loss_total += step_loss
-                state.loss_terms += step_terms
-                state.examples_seen += step_examples
-                state.tokens_seen += step_tokens
-            elif state.nonfinite_skipped < train_cfg.skip_nonfinite_batches:
-                state.nonfinite_skipped += 1
-                log(f"step {state.step + 1}: {fault}; skipped the batch ({state.nonfinite_skipped} of "
-                    f"train.skip_nonfinite_batches={train_cfg.skip_nonfinite_batches})")  # fmt: skip
-            else:
-                if output_dir is not None:
-                    release_lock(output_dir)
-                raise SftlabError(nonfinite_message(
-                    fault, state.step + 1, state.epoch + 1, precision, train_cfg.learning_rate,
-                    [where(i) for m in epoch_steps[position_in_epoch] for i in m],
-                    list_checkpoints(output_dir) if output_dir is not None else [],
-                ))  # fmt: skip
-            clear_folded_clip(optimizer)
-            optimizer.zero_grad(set_to_none=True)
+            applied = update(epoch_steps[position_in_epoch], sums, grad_norm)
             state.step += 1
             seconds = time.perf_counter() - started
             state.train_seconds += seconds
-            if fault is None:
-                interval_add(state, step_loss, step_terms, step_examples, step_tokens, seconds)
+            if applied:
+                interval_add(state, *sums, seconds)
             if state.step % train_cfg.log_every == 0:
                 record = log_record(state, steps_per_epoch, train_cfg.learning_rate * schedule(state.step - 1),
                                     grad_norm)  # fmt: skip
@@ -331,46 +385,14 @@ def fit(
                 loss=f"{state.loss_total / max(1, state.loss_terms):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                 samples_s=f"{state.examples_seen / state.train_seconds:.1f}", refresh=False,
             )  # fmt: skip
-
             end_of_epoch = position_in_epoch == len(epoch_steps) - 1
-            every = train_cfg.eval_every
-            if (
-                not (end_of_epoch if every == "epoch" else state.step % int(every) == 0)
-                and state.step < total_steps
-            ):
-                if train_cfg.save_every is not None and state.step % train_cfg.save_every == 0:
-                    checkpoint_now()
-                continue
-            # --- evaluate, keep the best model, let the caller decide whether to go on
-            if state.step == total_steps:  # training is over: its scratch memory and the cache's go back
-                levers.prefix = None
-                release_freed_memory()
-            metrics = evaluate()
-            improved = keep_best(metrics)
-            train_loss = state.loss_total / max(1, state.loss_terms)
-            summary = {key: v for key, v in metrics.items() if not isinstance(v, dict)}
-            state.history.append(
-                {"epoch": state.epoch + 1, "step": state.step, "train_loss": train_loss, **summary}
-            )
-            record = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4)}
-            record.update({f"validation/{k}": v for k, v in summary.items() if isinstance(v, int | float)})
-            state.log_history.append(record)
-            say(
-                f"epoch {state.epoch + 1}/{train_cfg.epochs} step {state.step}: train loss {train_loss:.4f} | "
-                f"validation loss {metrics['loss']:.4f}, {task.epoch_summary(metrics)}"
-                f"{' (best)' if improved else ''} | {state.examples_seen / state.train_seconds:.1f} samples/s"
-            )
-            state.loss_total, state.loss_terms = 0.0, 0
-            if on_log is not None:
-                on_log(state, record)
-            if train_cfg.patience is not None and state.evaluations_since_best >= train_cfg.patience:
-                log(f"early stop: {metric_for_best} did not improve for {train_cfg.patience} evaluations")
-                state.stopped = True
-            if on_evaluation is not None:
-                state.stopped = agree(bool(on_evaluation(state, metrics)), accelerator) or state.stopped
-            checkpoint_now()
-            if state.stopped:
-                break
+            due = end_of_epoch if every == "epoch" else state.step % int(every) == 0
+            if due or state.step == total_steps:
+                evaluation_point()
+                if state.stopped:
+                    break
+            elif train_cfg.save_every is not None and state.step % train_cfg.save_every == 0:
+                checkpoint_now()
     progress.close()
     levers.sync()
     levers.end_training()

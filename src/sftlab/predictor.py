@@ -97,10 +97,11 @@ class Predictor:
 
 
 def predict_with_progress(
-    predict_table: Any, table: Table, description: str, chunk: int = 256
+    predict_table: Any, table: Table, description: str, chunk: int = 4096
 ) -> list[dict[str, Any]]:
     """`predict_table` over `table` in chunks of rows, with a progress bar on stderr once it takes more than
-    two seconds (none when stderr is not a terminal)."""
+    two seconds (none when stderr is not a terminal). Chunks are large because `predict_table` sorts each
+    one by length into batches: chunks of 256 rows padded more and cost ~15% of `sftlab predict`'s speed."""
     import sys
 
     from tqdm.auto import tqdm

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.adapters import save_model
-from sftlab.checkpoints import data_fingerprint, refuse_changed_run, remove_checkpoints, resolve_resume
+from sftlab.checkpoints import (
+    data_fingerprint,
+    full_state_dict,
+    is_sharded,
+    refuse_changed_run,
+    remove_checkpoints,
+    resolve_resume,
+)
 from sftlab.config import Config, save_config
 from sftlab.data.loading import load_tables
 from sftlab.data.token_cache import encode_cached
@@ -139,9 +146,10 @@ def finetune(
         final,
         f"Evaluation on the {report_split} split ({final['num_examples']} examples), model from step {run.best_step}",
     )
+    weights = full_state_dict(model, accelerator) if is_sharded(model) else None  # every process takes part
     if accelerator.is_main_process:
         with staged_output(config.output_dir) as staging:
-            save_model(accelerator.unwrap_model(model), staging / "model")  # a LoRA run: adapter + head
+            save_model(accelerator.unwrap_model(model), staging / "model", weights)  # LoRA: adapter + head
             tokenizer.save_pretrained(staging / "model")
             save_config(config, staging / "config.yaml")
             record = {**final, "history": run.history, "log_history": run.log_history}
