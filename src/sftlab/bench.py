@@ -431,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=None, help="runs per side per case (median reported)")
     parser.add_argument("--cases", default="abcd", help="which cases to run, e.g. 'ad'")
+    parser.add_argument(
+        "--task",
+        default="classification",
+        choices=["classification", *TASK_BENCHMARKS],
+        help="classification: the cases above; the others run benchmarks/bench_tasks.py or bench_causal_lm.py",
+    )
     parser.add_argument("--worker", choices=["trainer", "sftlab", "predict"], help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
@@ -438,8 +444,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TASK_BENCHMARKS = {
+    "token_classification": "bench_tasks.py",
+    "question_answering": "bench_tasks.py",
+    "seq2seq": "bench_tasks.py",
+    "causal_lm": "bench_causal_lm.py",
+}
+"""`--task` -> the script in benchmarks/ that measures it (its `main(argv)`); classification is this module."""
+
+
+def run_task_benchmark(task: str, argv: list[str]) -> int:
+    """Hand `argv` to the benchmark script of `task` in the source checkout's benchmarks/ folder."""
+    import importlib.util
+
+    from sftlab.errors import SftlabError
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / TASK_BENCHMARKS[task]
+    if not path.is_file():
+        raise SftlabError(
+            f"--task {task}: its benchmark {path.name} is not at {path} (it lives in the benchmarks/ folder "
+            "of a source checkout of sftlab)"
+        )
+    spec = importlib.util.spec_from_file_location(f"sftlab_benchmark_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return int(module.main(argv) or 0)
+
+
+def _task_of(argv: list[str]) -> tuple[str, list[str]]:
+    """(the --task value, argv without it for classification); classification when absent."""
+    for index, arg in enumerate(argv):
+        if arg == "--task" and index + 1 < len(argv):
+            return argv[index + 1], argv[:index] + argv[index + 2 :]
+        if arg.startswith("--task="):
+            return arg.split("=", 1)[1], argv[:index] + argv[index + 1 :]
+    return "classification", argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    task, rest = _task_of(argv)
+    if task != "classification":
+        if task not in TASK_BENCHMARKS:
+            from sftlab.errors import SftlabError
+
+            choices = ", ".join(["classification", *TASK_BENCHMARKS])
+            raise SftlabError(f"--task {task!r} is not one of {choices}")
+        return run_task_benchmark(task, argv if TASK_BENCHMARKS[task] == "bench_tasks.py" else rest)
+    args = build_parser().parse_args(rest)
     if args.worker:
         worker = {"trainer": worker_trainer, "sftlab": worker_sftlab, "predict": worker_predict}[args.worker]
         print(json.dumps(worker(args)))

@@ -269,8 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         # The benchmark has its own options (benchmarks/compare_hf.py); hand them over untouched.
         from sftlab.bench import main as bench_main
+        from sftlab.errors import SftlabError
 
-        return bench_main(argv[1:])
+        try:
+            return bench_main(argv[1:])
+        except SftlabError as error:
+            print(f"sftlab: error: {error}", file=sys.stderr)
+            return 2
     parser = build_parser()
     # Overrides may come after options (`train C --overwrite a.b=1`), which one nargs="*" cannot collect.
     args, extra = parser.parse_known_args(argv)

@@ -178,8 +178,11 @@ class TrainConfig(_Section):
     """Classification heads that read only the first token ([CLS]) of BERT-style encoders: in training the
     top block computes that position only (exact; ~14% fewer matrix products on MiniLM)."""
     unpad: bool = True
-    """BERT-style encoders for sequence or token classification: in training, every block's matrix
-    products run over the batch's real tokens only, not over padding (exact)."""
+    """BERT-style encoders for sequence classification, token classification or extractive QA: in
+    training, every block's matrix products run over the batch's real tokens only, not over padding (exact)."""
+    target_logits_only: bool = True
+    """seq2seq: the output layer (hidden x vocabulary) computes the logits of real target tokens only, not
+    of the padding after shorter targets (exact: the same loss and gradients)."""
     used_embedding_rows: bool = True
     """With Adam/AdamW, the optimizer holds only the word-embedding rows the training data uses (the others
     would get no update but AdamW's weight decay, which is applied as one factor): same result, less work."""

@@ -3,12 +3,16 @@
 Each lever makes training cheaper without changing what it computes (each is tested for that):
 
 - `prefix_cache`: the frozen embeddings and bottom blocks run once per training example, not every step;
-- `unpadded`: a BERT-style encoder's blocks run their matrix products over the real tokens only;
+- `unpadded`: a BERT-style encoder's blocks run their matrix products over the real tokens only
+  (sequence and token classification, extractive QA);
 - `first_token`: a [CLS] head's top block computes one position;
 - `embedding_rows`: Adam/AdamW hold only the word-embedding rows the training data uses;
 - `fast_dropout`: CPU dropout masks from a quarter of the random draws;
 - `chunked_loss`: a causal LM's output layer and cross-entropy a chunk of tokens at a time, so the full
   tokens x vocabulary logits never exist.
+
+(`target_logits`, seq2seq's output layer over the real target tokens only, is entered by the seq2seq
+task's loss itself: `train.target_logits_only`.)
 
 `choose_levers` says which apply to a run and why (the start-up line and `sftlab plan` print the same
 decisions); the loop then enters one context per micro-batch (`Levers.micro_batch`) and calls a few named

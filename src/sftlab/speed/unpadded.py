@@ -11,8 +11,9 @@ are dropped) to one of a few dozen sizes (`padded_rows`), so the matrix library 
 
 Exact: a real token's computation is the plain model's (tested up to float rounding, gradients
 included). For heads that read position 0 only (sequence classification), the top block computes that
-position only (as `first_token`); for token classification the padded positions come back as zeros,
-which the loss ignores (their labels are -100). Evaluation, prediction and the saved model always use the
+position only (as `first_token`); for token classification and extractive QA the padded positions come
+back as zeros, which the loss ignores (token labels there are -100; the QA loss leaves padded positions
+out of its start/end softmax). Evaluation, prediction and the saved model always use the
 whole, unmodified model.
 
 Applies to single-process training of BERT-style encoders (BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA,
@@ -54,9 +55,20 @@ TOKEN_HEADS = {
 }
 
 
+SPAN_HEADS = {
+    "BertForQuestionAnswering",
+    "RobertaForQuestionAnswering",
+    "XLMRobertaForQuestionAnswering",
+    "CamembertForQuestionAnswering",
+    "ElectraForQuestionAnswering",
+}
+"""Extractive QA heads: start/end logits per position. Padding comes back as zeros here, so its logits
+are the head's bias; sftlab's QA loss masks padded positions out of the softmax, which makes them unread."""
+
+
 def supports_unpadded(model: nn.Module) -> bool:
     """Whether `unpadded_encoder` knows this model's layout."""
-    if type(model).__name__ not in FIRST_TOKEN_HEADS | TOKEN_HEADS:
+    if type(model).__name__ not in FIRST_TOKEN_HEADS | TOKEN_HEADS | SPAN_HEADS:
         return False
     base = model.base_model
     layers = getattr(getattr(base, "encoder", None), "layer", None)

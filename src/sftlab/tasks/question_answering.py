@@ -197,11 +197,17 @@ class QuestionAnsweringTask:
         return batch
 
     def forward_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """(start CE + end CE) / 2 summed over windows, as BERT's SQuAD loss."""
+        """(start CE + end CE) / 2 summed over windows, as BERT's SQuAD loss, but over each window's real
+        positions only: a padded position is never an answer, and evaluation reads real positions only, so
+        a window's loss no longer depends on how long the other windows of its batch are (and the unpadded
+        blocks, which leave padding uncomputed, stay exact)."""
         inputs = {k: v for k, v in batch.items() if k not in ("start_positions", "end_positions")}
         output = model(**inputs)
-        start = F.cross_entropy(output.start_logits.float(), batch["start_positions"], reduction="sum")
-        end = F.cross_entropy(output.end_logits.float(), batch["end_positions"], reduction="sum")
+        padding = batch["attention_mask"] == 0
+        start_logits = output.start_logits.float().masked_fill(padding, -math.inf)
+        end_logits = output.end_logits.float().masked_fill(padding, -math.inf)
+        start = F.cross_entropy(start_logits, batch["start_positions"], reduction="sum")
+        end = F.cross_entropy(end_logits, batch["end_positions"], reduction="sum")
         return (start + end) / 2, int(batch["start_positions"].numel())
 
     @torch.inference_mode()

@@ -12,6 +12,7 @@ target token; padding positions hold -100 and never count in the loss. Evaluatio
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ class Seq2SeqTask:
     which is also the decoder's start token, so the model must not learn to predict it."""
     tokenizer: Any = field(default=None, repr=False)
     """Remembered by `encode`, so `evaluate` (whose protocol signature has no tokenizer) can decode."""
+    target_logits_only: bool = True
+    """The output layer computes real target tokens only (`train.target_logits_only`; exact)."""
     name: str = "seq2seq"
     main_metric: str = "bleu"
 
@@ -70,6 +73,7 @@ class Seq2SeqTask:
             max_target_length=data.max_target_length or data.max_length,
             generation=config.generation.model_dump(),
             decoder_start_token_id=decoder_start_token_id,
+            target_logits_only=config.train.target_logits_only,
         )
 
     @classmethod
@@ -135,21 +139,27 @@ class Seq2SeqTask:
 
     def forward_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Token cross-entropy summed over real target tokens, and their count (the loop normalizes)."""
+        from sftlab.speed.target_logits import supports_target_logits, target_logits_only
+
         labels = batch["labels"]
         unwrapped = getattr(model, "module", model)  # DDP wraps the model; the shift lives on the model
         decoder_input_ids = unwrapped.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            decoder_input_ids=decoder_input_ids,
-        ).logits
+        targets = labels != IGNORE_INDEX
+        compact = self.target_logits_only and supports_target_logits(unwrapped)
+        with target_logits_only(unwrapped, targets) if compact else contextlib.nullcontext():
+            logits = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                decoder_input_ids=decoder_input_ids,
+            ).logits
+        # Compact logits are the real targets' rows already; else the whole grid, padding ignored.
         loss = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]),
-            labels.reshape(-1),
+            labels[targets] if compact else labels.reshape(-1),
             ignore_index=IGNORE_INDEX,
             reduction="sum",
         )
-        return loss, int((labels != IGNORE_INDEX).sum())
+        return loss, int(targets.sum())
 
     @torch.inference_mode()
     def generate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], pad_token_id: int,

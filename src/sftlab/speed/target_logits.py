@@ -1,0 +1,82 @@
+"""The output layer of an encoder-decoder computes the logits of real target tokens only.
+
+A seq2seq batch pads every target to the longest one, and teacher forcing runs the decoder over the whole
+batch x length grid; the padding positions' labels are -100, so their logits are computed and then
+ignored. Yet the output layer is the largest product of the decoder: on BERT2BERT from MiniLM it maps 384
+hidden units to 30,522 words, ~5.7x the products of one decoder block per position. On 32 Bible verses
+(targets padded to 62 tokens, 943 real of 1,984 positions) half of it, and half of the fp32 logits tensor
+(240 MB), was padding.
+
+Here the output layer is handed the real positions' hidden states only (row-major, as `labels[mask]`),
+so the logits come back `real targets x vocabulary`. Exact: each real position's logits are the plain
+model's (tested, gradients included); the decoder blocks below still run the padded grid (their causal
+self-attention and cross-attention read it). Generation never enters this context.
+
+Applies to the encoder-decoder classes listed in `TARGET_LOGITS_MODELS`, whose output layer is a plain
+`nn.Linear` applied to the decoder's last hidden states with nothing but elementwise work after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+TARGET_LOGITS_MODELS = {
+    "EncoderDecoderModel",
+    "BartForConditionalGeneration",
+    "MBartForConditionalGeneration",
+    "MarianMTModel",
+    "T5ForConditionalGeneration",
+    "MT5ForConditionalGeneration",
+}
+
+
+def supports_target_logits(model: nn.Module) -> bool:
+    if type(model).__name__ not in TARGET_LOGITS_MODELS or not hasattr(model, "get_output_embeddings"):
+        return False
+    return (
+        type(model.get_output_embeddings()) is nn.Linear
+        and _owner(model, model.get_output_embeddings()) is not None
+    )
+
+
+def _owner(model: nn.Module, layer: nn.Module) -> tuple[nn.Module, str] | None:
+    for module in model.modules():
+        for name, child in module._modules.items():
+            if child is layer:
+                return module, name
+    return None
+
+
+class _AtPositions(nn.Module):
+    """The output layer applied to the rows of its input where `positions` is true."""
+
+    def __init__(self, layer: nn.Linear, positions: torch.Tensor) -> None:
+        super().__init__()
+        self.layer = [layer]  # a list: not registered again under a new name
+        self.positions = positions
+
+    @property
+    def weight(self) -> torch.Tensor:  # models that read the output layer's weight (e.g. its dtype)
+        return self.layer[0].weight
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.layer[0](hidden_states[self.positions])
+
+
+@contextlib.contextmanager
+def target_logits_only(model: nn.Module, positions: torch.Tensor) -> Iterator[None]:
+    """Inside, `model(...).logits` holds only the rows where `positions` (batch x target length, bool)
+    is true, in row-major order: `positions.sum() x vocabulary`. Use where `supports_target_logits`."""
+    layer = model.get_output_embeddings()
+    owner = _owner(model, layer)
+    assert owner is not None
+    parent, name = owner
+    parent._modules[name] = _AtPositions(layer, positions)
+    try:
+        yield
+    finally:
+        parent._modules[name] = layer
