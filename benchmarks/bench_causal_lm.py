@@ -430,6 +430,12 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    import importlib.util
+
+    if {"full", "lora"} & set(args.cases) and importlib.util.find_spec("trl") is None:
+        print("sftlab bench --task causal_lm: the full and lora cases compare with TRL's SFTTrainer, which is "
+              "not installed: pip install -e '.[bench]' (or run --cases generate)", file=sys.stderr)  # fmt: skip
+        return 2
     summary = orchestrate(args)
     print(json.dumps(summary))
     return 0
