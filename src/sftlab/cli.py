@@ -580,8 +580,10 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.task is not None and args.config is not None:
         raise SftlabError("--task lists the keys of one task; a config file's own task is already applied")
     if args.config is None:
-        for key, default, doc in field_docs(task=args.task):
-            print(f"{key:<32}{default:<19} {doc}")
+        rows = field_docs(task=args.task)
+        width = max([32] + [len(key) + 1 for key, _, _ in rows])  # the longest key still leaves a space
+        for key, default, doc in rows:
+            print(f"{key:<{width}}{default:<19} {doc}")
         return 0
     print(yaml.safe_dump(load_config(args.config, args.overrides).to_yaml_dict(), sort_keys=False), end="")
     return 0
