@@ -98,15 +98,15 @@ def refuse_unsupported_checkpoints(accelerator: Any, keep_last: int) -> None:
 
 
 def full_state_dict(model: Any, accelerator: Any) -> dict[str, torch.Tensor] | None:
-    """The whole model's weights on the main process (None elsewhere), for the saved model: sharded
-    parameters are gathered shard by shard to the main process's CPU. Every process must call this."""
-    if is_sharded(model):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    """For saving a sharded model: its whole weights, gathered shard by shard to the main process's CPU
+    (None on the other processes). None for a model whose parameters are whole already: save it as it is.
+    Every process must call this."""
+    if not is_sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        weights = get_model_state_dict(model, options=options)
-        return weights if accelerator.is_main_process else None
-    return accelerator.get_state_dict(model) if accelerator.is_main_process else None
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return weights if accelerator.is_main_process else None
 
 
 def checkpoints_dir(output_dir: Path) -> Path:
@@ -435,13 +435,14 @@ def restore_checkpoint(
     """Load the weights, optimizer, grad scaler and RNG states into the freshly built run; returns the best
     model's weights. RNG states are restored last, after everything that building the run consumed."""
     unwrapped = accelerator.unwrap_model(model)
-    if (checkpoint / SHARDED).is_dir() != is_sharded(unwrapped):
+    sharded = is_sharded(unwrapped)
+    if (checkpoint / SHARDED).is_dir() != sharded:
         raise SftlabError(
-            f"{checkpoint}: a {'sharded' if (checkpoint / SHARDED).is_dir() else 'whole-model'} checkpoint; "
-            f"resume it with the same kind of run ({'FSDP2' if (checkpoint / SHARDED).is_dir() else 'not FSDP2'})"
+            f"{checkpoint}: a {'whole-model' if sharded else 'sharded'} checkpoint; resume it with the same "
+            f"kind of run ({'not FSDP2' if sharded else 'FSDP2'})"
         )
     best_state = None
-    if is_sharded(unwrapped):
+    if sharded:
         template = None
         if saved.get("has_best_file"):
             template = {key: value.detach().clone() for key, value in unwrapped.state_dict().items()}

@@ -18,7 +18,6 @@ from sftlab.adapters import save_model
 from sftlab.checkpoints import (
     data_fingerprint,
     full_state_dict,
-    is_sharded,
     refuse_changed_run,
     remove_checkpoints,
     resolve_resume,
@@ -146,7 +145,7 @@ def finetune(
         final,
         f"Evaluation on the {report_split} split ({final['num_examples']} examples), model from step {run.best_step}",
     )
-    weights = full_state_dict(model, accelerator) if is_sharded(model) else None  # every process takes part
+    weights = full_state_dict(model, accelerator)  # every process takes part; None unless sharded
     if accelerator.is_main_process:
         with staged_output(config.output_dir) as staging:
             save_model(accelerator.unwrap_model(model), staging / "model", weights)  # LoRA: adapter + head
