@@ -35,7 +35,7 @@ import sys
 import tempfile
 from typing import Any
 
-from sftlab.bench import _peak_rss_mb, matmul_gflops
+from sftlab.bench import _peak_rss_mb, matmul_gflops, shared_overrides
 
 # Per task: dataset, rows, lengths, hyperparameters and the quality figures compared (higher is better
 # unless listed in `lower_is_better`); `quick` overrides for --quick.
@@ -288,22 +288,9 @@ def worker_sftlab(args: argparse.Namespace) -> dict[str, Any]:
     """sftlab at its defaults apart from the shared hyperparameters."""
     import sftlab
 
-    overrides = [
-        f"task={args.task}",
-        f"data.dataset={args.dataset}",
-        f"data.max_train_samples={args.train_samples}",
-        f"data.max_eval_samples={args.eval_samples}",
-        f"data.max_length={args.max_length}",
-        f"train.epochs={args.epochs}",
-        f"train.batch_size={args.batch_size}",
-        f"train.learning_rate={args.learning_rate}",
-        f"train.seed={args.seed}",
-        "train.eval_every=1000000000",  # one evaluation at the very end, like the Trainer side
-        "optim.weight_decay=0.0",
-        "schedule.name=linear",
-        "schedule.warmup_ratio=0.0",
-        f"output_dir={args.output_dir}",
-    ] + [f"train.{lever}=false" for lever in args.levers_off]
+    overrides = [f"task={args.task}", *shared_overrides(args)] + [
+        f"train.{lever}=false" for lever in args.levers_off
+    ]
     if args.task == "question_answering":
         overrides += [f"data.doc_stride={DOC_STRIDE}", f"data.max_answer_length={MAX_ANSWER_LENGTH}", f"data.n_best={N_BEST}"]  # fmt: skip
     elif args.task == "seq2seq":

@@ -157,12 +157,9 @@ def worker_trainer(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def worker_sftlab(args: argparse.Namespace) -> dict[str, Any]:
-    """Train (and evaluate) with sftlab's own loop, at its defaults apart from the shared hyperparameters."""
-    import sftlab
-
-    overrides = [
-        "model=minilm",
+def shared_overrides(args: argparse.Namespace) -> list[str]:
+    """The sftlab side's settings that both sides share: data, epochs, batch, rate, seed, schedule, no decay."""
+    return [
         f"data.dataset={args.dataset}",
         f"data.max_train_samples={args.train_samples}",
         f"data.max_eval_samples={args.eval_samples}",
@@ -178,6 +175,13 @@ def worker_sftlab(args: argparse.Namespace) -> dict[str, Any]:
         "schedule.warmup_ratio=0.0",
         f"output_dir={args.output_dir}",
     ]
+
+
+def worker_sftlab(args: argparse.Namespace) -> dict[str, Any]:
+    """Train (and evaluate) with sftlab's own loop, at its defaults apart from the shared hyperparameters."""
+    import sftlab
+
+    overrides = ["model=minilm", *shared_overrides(args)]
     if args.case == "c":
         overrides += ["freeze.embeddings=true", f"freeze.bottom_layers={FROZEN_BLOCKS}"]
     result = sftlab.finetune({}, overrides=overrides, overwrite=True, echo=False)
