@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,27 @@ def trec_texts(split: str, count: int) -> list[str]:
 
     lines = fetch_dataset("trec6")[split].read_text().splitlines()[:count]
     return [json.loads(line)["text"] for line in lines]
+
+
+def smollm2_commonsense(rows: int) -> tuple[Any, Any, Any, Any, list[dict[str, Any]]]:
+    """The causal LM task on the real SmolLM2 (eval mode) and the first `rows` real CommonsenseQA rows:
+    (task, tokenizer, model, table, encoded examples)."""
+    from sftlab.catalog.datasets import fetch_dataset
+    from sftlab.config import load_config
+    from sftlab.data.readers import read_table
+    from sftlab.models import load_tokenizer, locate_model, quiet_transformers
+    from sftlab.tasks.causal_lm import CausalLMTask
+
+    quiet_transformers()
+    config = load_config(
+        {"task": "causal_lm", "model": "smollm2", "data": {"dataset": "commonsense_qa", "max_length": 160}}
+    )
+    location = locate_model("smollm2")
+    tokenizer = load_tokenizer(location, "smollm2")
+    table = read_table(fetch_dataset("commonsense_qa")["train"]).subset(list(range(rows)))
+    task = CausalLMTask.from_config(config, {"train": table})
+    model = task.load_model(location, config).eval()
+    return task, tokenizer, model, table, task.encode(tokenizer, table)
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,28 +9,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sftlab.catalog.datasets import fetch_dataset
+from conftest import smollm2_commonsense
 from sftlab.config import load_config
 from sftlab.data.chat import conversation, render
 from sftlab.data.packing import pack_rows, packed_lm_batch, padded_lm_batch
-from sftlab.data.readers import read_table
-from sftlab.models import load_tokenizer, locate_model, quiet_transformers
 from sftlab.tasks.causal_lm import CausalLMTask
 
 
 @pytest.fixture(scope="module")
 def setup():
-    quiet_transformers()
-    config = load_config(
-        {"task": "causal_lm", "model": "smollm2", "data": {"dataset": "commonsense_qa", "max_length": 160}}
-    )
-    location = locate_model("smollm2")
-    tokenizer = load_tokenizer(location, "smollm2")
-    table = read_table(fetch_dataset("commonsense_qa")["train"]).subset(list(range(6)))
-    task = CausalLMTask.from_config(config, {"train": table})
-    model = task.load_model(location, config).eval()
-    examples = task.encode(tokenizer, table)
-    return task, tokenizer, model, table, examples
+    return smollm2_commonsense(6)
 
 
 def test_completion_only_masks_exactly_the_prompt_and_trains_eos(setup):

@@ -14,30 +14,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sftlab.catalog.datasets import fetch_dataset
-from sftlab.config import load_config
+from conftest import smollm2_commonsense
 from sftlab.data.packing import packed_lm_batch, padded_lm_batch
-from sftlab.data.readers import read_table
-from sftlab.models import load_tokenizer, locate_model, quiet_transformers
 from sftlab.speed import chunked_loss
 from sftlab.speed.chunked_loss import hidden_states_out, linear_cross_entropy, supports_chunked_loss
-from sftlab.tasks.causal_lm import CausalLMTask
 
 CHUNK = 7
 
 
 @pytest.fixture(scope="module")
 def setup():
-    quiet_transformers()
-    config = load_config(
-        {"task": "causal_lm", "model": "smollm2", "data": {"dataset": "commonsense_qa", "max_length": 160}}
-    )
-    location = locate_model("smollm2")
-    tokenizer = load_tokenizer(location, "smollm2")
-    table = read_table(fetch_dataset("commonsense_qa")["train"]).subset(list(range(4)))
-    task = CausalLMTask.from_config(config, {"train": table})
-    model = task.load_model(location, config).eval()
-    return task, model, task.encode(tokenizer, table)
+    task, _, model, _, examples = smollm2_commonsense(4)
+    return task, model, examples
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
