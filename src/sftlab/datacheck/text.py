@@ -136,7 +136,12 @@ def datasketch_candidate_pairs(texts: list[str]) -> np.ndarray:
     """The same candidates from datasketch (the field's MinHash LSH library): `MinHash.bulk` over the same
     character 3-grams (UTF-8 bytes, its SHA-1 based hashing), `MinHashLSH` with the same BANDS x BAND_ROWS,
     every row inserted and then queried (each pair once, i < j)."""
-    from datasketch import MinHash, MinHashLSH
+    try:
+        from datasketch import MinHash, MinHashLSH
+    except ImportError as error:
+        raise ImportError(
+            "the datasketch near-duplicate backend needs datasketch: pip install 'sftlab[datasketch]'"
+        ) from error
 
     shingles = [
         {text[i : i + SHINGLE].encode() for i in range(max(1, len(text) - SHINGLE + 1))} for text in texts
