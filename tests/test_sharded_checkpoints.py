@@ -66,4 +66,3 @@ def test_a_damaged_shard_is_refused_by_its_checksum(tmp_path: Path):
     (checkpoint / "sharded" / "__0_0.distcp").write_bytes(b"shard, damaged")
     with pytest.raises(SftlabError, match=r"__0_0.distcp: checksum mismatch"):
         read_state(checkpoint)
-
