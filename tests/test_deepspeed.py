@@ -144,3 +144,19 @@ def test_killed_deepspeed_run_resumes_where_the_uninterrupted_run_ends(scratch: 
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     trained = model.state_dict()["classifier.weight"]
     assert torch.equal(trained, theirs["classifier.weight"]) and trained.shape == (6, 384)
+
+
+def test_a_deepspeed_checkpoint_resumes_only_a_deepspeed_run(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from sftlab.checkpoints import restore_checkpoint
+    from sftlab.errors import SftlabError
+
+    checkpoint = tmp_path / "step-2"
+    (checkpoint / "deepspeed" / "state").mkdir(parents=True)
+    model = torch.nn.Linear(2, 2)
+    accelerator = SimpleNamespace(unwrap_model=lambda m: m, process_index=0, scaler=None)
+    with pytest.raises(
+        SftlabError, match=r"step-2: written by a DeepSpeed run; resume it with the same kind"
+    ):
+        restore_checkpoint(checkpoint, {"step": 2, "best_step": 2}, accelerator, model, None)

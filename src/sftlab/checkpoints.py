@@ -484,13 +484,14 @@ def restore_checkpoint(
     model's weights. RNG states are restored last, after everything that building the run consumed."""
     unwrapped = accelerator.unwrap_model(model)
     sharded, deepspeed = is_sharded(unwrapped), is_deepspeed(model)
+    whole = "whole-model (one process or DDP)"
     kinds = {SHARDED: "FSDP2", DEEPSPEED: "DeepSpeed"}
-    saved_kind = next((kind for folder, kind in kinds.items() if (checkpoint / folder).is_dir()), "one-model")
-    run_kind = "FSDP2" if sharded else "DeepSpeed" if deepspeed else "one-model"
+    saved_kind = next((kind for folder, kind in kinds.items() if (checkpoint / folder).is_dir()), whole)
+    run_kind = "FSDP2" if sharded else "DeepSpeed" if deepspeed else whole
     if saved_kind != run_kind:
         raise SftlabError(
-            f"{checkpoint}: a checkpoint of a {saved_kind} run; resume it with the same kind of run "
-            f"(this one is {run_kind})"
+            f"{checkpoint}: written by a {saved_kind} run; resume it with the same kind of run (this one is "
+            f"{run_kind})"
         )
     best_state = None
     if deepspeed:
