@@ -18,9 +18,12 @@ from sftlab.errors import SftlabError
 SENTIMENT = ["data.dataset=chinese_sentiment", "data.max_train_samples=256", "data.max_eval_samples=128",
              "data.max_length=64", "train.epochs=2", "train.batch_size=16", "train.learning_rate=2e-4",
              "freeze.bottom_layers=8", "train.seed=5"]  # fmt: skip
-NER = ["data.dataset=peoples_daily_ner", "data.max_train_samples=768", "data.max_eval_samples=96",
-       "data.max_length=128", "train.epochs=2", "train.batch_size=8", "train.learning_rate=3e-4",
-       "optim.head_learning_rate=3e-3", "freeze.bottom_layers=6", "train.seed=5"]  # fmt: skip
+# NER: only the top 2 of 12 blocks and the head train (blocks 0-9 are cached once per sentence), so 1,536
+# sentences x 2 epochs cost about what 768 sentences with 6 trained blocks did, and the fast rates get the
+# model past the all-O start (every character tagged O) well inside the 192 steps.
+NER = ["data.dataset=peoples_daily_ner", "data.max_train_samples=1536", "data.max_eval_samples=96",
+       "data.max_length=128", "train.epochs=2", "train.batch_size=16", "train.learning_rate=5e-4",
+       "optim.head_learning_rate=5e-3", "freeze.bottom_layers=10", "train.seed=5"]  # fmt: skip
 REVIEWS = ["房间很干净，服务也很热情，下次还会再来！", "质量太差了，用了两天就坏了，非常失望。",
            "物流很快，包装完好，书的内容也很好。", "酒店位置偏僻，早餐难吃，不推荐。"]  # fmt: skip
 NEWS = ["江泽民在北京会见了美国总统克林顿。", "国务院总理李鹏今天在上海视察工作。", "新华社记者报道，广东省人民政府发布了新规定。"]  # fmt: skip
@@ -258,11 +261,6 @@ def ner_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return output
 
 
-@pytest.mark.xfail(
-    reason="on the edge of the all-O plateau: entity F1 > 0.3 and all assertions but one text join (since "
-    "fixed) with 2 threads, F1 0.097 single-threaded; needs more steps before it can assert",
-    strict=False,
-)
 def test_chinese_ner_offsets_slice_out_exactly_the_entity_text(ner_run, tmp_path):
     from sftlab.catalog.datasets import fetch_dataset
 
