@@ -10,8 +10,9 @@ trained through the engine). On those same probabilities it scores every detecto
 estimates; `cleanlab`: `find_label_issues` with its default filter, prune_by_noise_rate), cleanlab alone
 with its `both` and `confident_learning` filters, and the plain loss ranking cut at the true number of
 flips (an oracle). With --retrain it trains the run's model (by default 3 epochs, learning rate 1e-4,
-the whole model; --retrain-* change that) on the noisy rows, on the rows `--method` leaves (what `--write-clean` writes) and, once per
-dataset, on the original labels, and reports each test accuracy. `--save DIR` keeps the out-of-fold
+the whole model; --retrain-* change that) on the noisy rows, on the rows `--method` leaves at each
+`--keep-per-class` floor (what `--write-clean` writes) and, once per dataset, on the original labels, over
+`--retrain-seeds`, and reports each test accuracy (mean and std). `--save DIR` keeps the out-of-fold
 probabilities and reuses them when they are already there. One JSON line per (dataset, noise).
 """
 
@@ -79,6 +80,11 @@ def main() -> None:
     parser.add_argument(
         "--method", default="loss", help="the data_check.method whose flags --retrain removes"
     )
+    parser.add_argument(
+        "--keep-per-class", type=float, nargs="+", default=[0.0],
+        help="data_check.keep_per_class values: each one's flags are scored and (with --retrain) retrained",
+    )  # fmt: skip
+    parser.add_argument("--retrain-seeds", type=int, nargs="+", default=[0], help="seeds of each retrain run")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--retrain-epochs", type=int, default=3)
     parser.add_argument("--retrain-learning-rate", type=float, default=1e-4)
@@ -130,37 +136,50 @@ def main() -> None:
                   "kfold_seconds": round(oof.seconds, 1),
                   "out_of_fold_accuracy_on_given": round(float((oof.probabilities.argmax(1) == oof.labels).mean()), 4)}  # fmt: skip
         result.update(method_scores(oof, flipped))
+        for keep in args.keep_per_class:  # the per-class floor on the same probabilities
+            flagged_kept = set(flag_rows(oof, args.method, keep)[0].tolist())
+            result[f"sftlab_{args.method}_keep_{keep}"] = scores(flagged_kept, flipped)
         if args.retrain:
-            flagged = set(flag_rows(oof, args.method)[0].tolist())
-            clean = work / f"{args.dataset}-{noise}-clean.jsonl"
-            write_jsonl(clean, [row for i, row in enumerate(rows) if i not in flagged])
-            result["retrain_removed"] = len(flagged)
-            result["retrain_removed_flipped"] = len(flagged & flipped)
-            runs = [("noisy", noisy), ("clean", clean)]
+            runs = [("noisy", noisy, None)]
+            for keep in args.keep_per_class:
+                flagged = set(flag_rows(oof, args.method, keep)[0].tolist())
+                clean = work / f"{args.dataset}-{noise}-clean-{keep}.jsonl"
+                write_jsonl(clean, [row for i, row in enumerate(rows) if i not in flagged])
+                result[f"retrain_removed_keep_{keep}"] = len(flagged)
+                result[f"retrain_removed_flipped_keep_{keep}"] = len(flagged & flipped)
+                runs.append((f"clean_keep_{keep}", clean, keep))
             if not original_accuracy:
                 original = work / f"{args.dataset}-original.jsonl"
                 write_jsonl(original, train.rows[: args.rows])
-                runs.append(("original", original))
-            for name, path in runs:
-                run = load_config({**config.to_yaml_dict(), "output_dir": str(work / f"run-{name}"),
-                                   "data": {**config.to_yaml_dict()["data"], "train": str(path), "check": "off"},
-                                   "train": {**config.to_yaml_dict()["train"], "epochs": args.retrain_epochs,
-                                             "learning_rate": args.retrain_learning_rate},
-                                   "freeze": {"bottom_layers": args.retrain_freeze}})  # fmt: skip
-                started = time.perf_counter()
-                metrics = finetune(run, overwrite=True, echo=False).metrics
+                runs.append(("original", original, None))
+            for name, path, _ in runs:
+                accuracies, f1s, seconds = [], [], []
+                for seed in args.retrain_seeds:
+                    run = load_config({**config.to_yaml_dict(), "output_dir": str(work / f"run-{name}"),
+                                       "data": {**config.to_yaml_dict()["data"], "train": str(path), "check": "off"},
+                                       "train": {**config.to_yaml_dict()["train"], "epochs": args.retrain_epochs,
+                                                 "learning_rate": args.retrain_learning_rate, "seed": seed},
+                                       "freeze": {"bottom_layers": args.retrain_freeze}})  # fmt: skip
+                    started = time.perf_counter()
+                    metrics = finetune(run, overwrite=True, echo=False).metrics
+                    accuracies.append(metrics["accuracy"])
+                    f1s.append(metrics["f1_macro"])
+                    seconds.append(time.perf_counter() - started)
+                summary = {"accuracy": [round(a, 4) for a in accuracies], "f1_macro": [round(f, 4) for f in f1s],
+                           "accuracy_mean": round(float(np.mean(accuracies)), 4),
+                           "accuracy_std": round(float(np.std(accuracies)), 4),
+                           "f1_macro_mean": round(float(np.mean(f1s)), 4),
+                           "train_seconds_mean": round(float(np.mean(seconds)), 1)}  # fmt: skip
                 if name == "original":
-                    original_accuracy.update(accuracy=metrics["accuracy"], f1_macro=metrics["f1_macro"])
-                result[f"test_accuracy_{name}"] = round(metrics["accuracy"], 4)
-                result[f"test_f1_macro_{name}"] = round(metrics["f1_macro"], 4)
-                result[f"train_seconds_{name}"] = round(time.perf_counter() - started, 1)
+                    original_accuracy.update(summary)
+                result[f"test_{name}"] = summary
             result["retrain"] = {
                 "epochs": args.retrain_epochs,
                 "learning_rate": args.retrain_learning_rate,
                 "frozen_bottom_layers": args.retrain_freeze,
+                "seeds": args.retrain_seeds,
             }
-            result["test_accuracy_original"] = round(original_accuracy["accuracy"], 4)
-            result["test_f1_macro_original"] = round(original_accuracy["f1_macro"], 4)
+            result["test_original"] = original_accuracy
         print(json.dumps(result), flush=True)
         sys.stdout.flush()
 

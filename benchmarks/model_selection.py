@@ -35,9 +35,8 @@ def main(argv: list[str]) -> None:
     started = time.perf_counter()
     selection = select(config, models=names, overwrite=True)
     select_seconds = time.perf_counter() - started
-    metric = config.train.metric_for_best or (
-        "entity_f1" if config.task == "token_classification" else "accuracy"
-    )
+    # the metric select ranked the fine-tunes by (train.metric_for_best, else the task's main metric)
+    metric = json.loads((selection.output_dir / "selection.json").read_text(encoding="utf-8"))["metric"]
 
     truth: dict[str, dict] = {}
     for candidate in selection.candidates:

@@ -355,6 +355,38 @@ def test_flagging_methods_on_known_probabilities() -> None:
     assert set(flag_rows(multi, "cleanlab")[0].tolist()) == {3, 17}
 
 
+def test_class_floor_keeps_a_share_of_every_class_unflagged() -> None:
+    import numpy as np
+
+    from sftlab.datacheck.labels import OutOfFold, class_floor, flag_rows
+
+    # 10 rows of class 0 (rare), 30 of class 1; the 8 most suspicious are rows 0-5 (class 0) and 10, 11.
+    labels = np.array([0] * 10 + [1] * 30)
+    flagged = np.array([0, 10, 1, 2, 11, 3, 4, 5])
+    assert class_floor(flagged, labels, 0.0).tolist() == flagged.tolist()
+    # Half of class 0 (5 rows) must stay: its 5 least suspicious flags go, 10 and 11 stay, order kept.
+    assert class_floor(flagged, labels, 0.5).tolist() == [0, 10, 1, 2, 11, 3, 4]
+    assert class_floor(flagged, labels, 0.8).tolist() == [0, 10, 1, 11]  # 2 of 10 and 6 of 30 may go
+    assert class_floor(flagged, labels, 1.0).tolist() == []
+    # Through flag_rows: fold models that never predict TREC's ABBR flag all its rows without the floor.
+    rows = _rows("trec6", "train", 200)
+    names = sorted({row["label"] for row in rows})
+    given = np.array([names.index(row["label"]) for row in rows])
+    abbr = names.index("ABBR")
+    probabilities = np.full((200, len(names)), 0.02)
+    probabilities[np.arange(200), given] = 0.9
+    probabilities[given == abbr] = 0.02
+    probabilities[given == abbr, names.index("ENTY")] = 0.9
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    oof = OutOfFold(list(range(200)), given, probabilities, names, 0.0)
+    rare = int((given == abbr).sum())
+    for method in ("loss", "cleanlab"):
+        # cleanlab's own floor (min_examples_per_class=1) spares one row
+        assert int((given[flag_rows(oof, method)[0]] == abbr).sum()) >= rare - 1 >= 2, method
+        kept = flag_rows(oof, method, keep_per_class=0.5)[0]
+        assert int((given[kept] == abbr).sum()) == rare - int(np.ceil(0.5 * rare)), method
+
+
 def test_token_label_findings_and_relabel(tmp_path: Path) -> None:
     import numpy as np
 

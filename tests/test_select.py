@@ -38,6 +38,7 @@ def selection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "pick:" in result.stdout and "failed" in result.stdout
+    (work / "stdout.txt").write_text(result.stdout)
     return output
 
 
@@ -67,6 +68,9 @@ def test_select_ranks_reports_the_failure_and_confirms(selection: Path):
     behind = second["confirm"]["history"][0] < first["confirm"]["history"][0]
     assert (second["confirm"]["status"] == "stopped") == behind
     assert second["confirm"]["evaluations"] == (1 if behind else 2)
+    # the log says "stopped" only for a run that did stop early (behind at its last evaluation is no stop)
+    stdout = (selection.parent / "stdout.txt").read_text()
+    assert ("-> stopped (successive halving)" in stdout) == behind
     finished = [c for c in estimated if c["confirm"]["status"] == "finished"]
     best = max(finished, key=lambda c: c["confirm"]["value"])
     assert record["pick"] == best["model"] and record["picked_by"] == "confirm"

@@ -1,6 +1,6 @@
 """Sharded checkpoints (FSDP2): two real processes over gloo save the real MiniLM's shards, and a freshly
 sharded model resumed from them continues bitwise as the uninterrupted run (tests/sharded_checkpoint_worker.py).
-DeepSpeed checkpoints are refused with a message naming the key."""
+DeepSpeed checkpoints: tests/test_deepspeed.py."""
 
 from __future__ import annotations
 
@@ -66,16 +66,3 @@ def test_a_damaged_shard_is_refused_by_its_checksum(tmp_path: Path):
     (checkpoint / "sharded" / "__0_0.distcp").write_bytes(b"shard, damaged")
     with pytest.raises(SftlabError, match=r"__0_0.distcp: checksum mismatch"):
         read_state(checkpoint)
-
-
-def test_deepspeed_checkpoints_are_refused_naming_the_key():
-    from types import SimpleNamespace
-
-    from sftlab.checkpoints import refuse_unsupported_checkpoints
-    from sftlab.errors import SftlabError
-
-    deepspeed = SimpleNamespace(distributed_type=SimpleNamespace(value="DEEPSPEED"))
-    with pytest.raises(SftlabError, match=r"train.keep_last: checkpoints under DeepSpeed are not supported"):
-        refuse_unsupported_checkpoints(deepspeed, keep_last=2)
-    refuse_unsupported_checkpoints(deepspeed, keep_last=0)  # no checkpoints: nothing to refuse
-    refuse_unsupported_checkpoints(SimpleNamespace(distributed_type=SimpleNamespace(value="MULTI_CPU")), 2)

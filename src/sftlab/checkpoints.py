@@ -21,7 +21,12 @@ for a checkpoint: every process writes its own shards of the weights, the optimi
 model with `torch.distributed.checkpoint` into `sharded/` (one `.distcp` file per process plus a
 `.metadata` index), and a resume reads them back into the freshly sharded model, so no process ever holds
 the whole model. The folder must be on a file system every process sees (one machine, or a shared disk).
-DeepSpeed checkpoints are refused with a message (see `refuse_unsupported_checkpoints`).
+Under DeepSpeed (ZeRO stages 1-3) the engine holds the weights and optimizer in its own layout: every
+process calls DeepSpeed's `save_checkpoint` into `deepspeed/` (`state/mp_rank_00_model_states.pt` or, at
+stage 3, one `zero_pp_rank_R_mp_rank_00_model_states.pt` per process, plus one
+`zero_pp_rank_R_mp_rank_00_optim_states.pt` per process) and `load_checkpoint` on resume; the best model so
+far is each process's own part of the weights (`best-rank{R}.safetensors`: whole weights at stages 1-2,
+the process's ZeRO-3 partition at stage 3).
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ OPTIMIZER = "optimizer.pt"
 PREFIX = "step-"
 SHARDED = "sharded"
 """The folder of a sharded checkpoint's torch.distributed.checkpoint files."""
+DEEPSPEED = "deepspeed"
+"""The folder of a DeepSpeed checkpoint (its `save_checkpoint` layout, tag `state`)."""
+DEEPSPEED_TAG = "state"
 
 
 def is_sharded(model: Any) -> bool:
@@ -85,22 +93,57 @@ class ShardedState:
         return payload.get("best")
 
 
-def refuse_unsupported_checkpoints(accelerator: Any, keep_last: int) -> None:
-    """DeepSpeed keeps the model and optimizer inside its engine (ZeRO shards both, in its own layout); this
-    version has not been able to test saving and resuming them (no GPU here), so it refuses checkpoints rather
-    than write ones that would resume wrongly."""
-    if keep_last and getattr(accelerator.distributed_type, "value", "") == "DEEPSPEED":
-        raise SftlabError(
-            "train.keep_last: checkpoints under DeepSpeed are not supported yet; set train.keep_last: 0 "
-            "(train without checkpoints) or use FSDP2 (examples/accelerate/fsdp2.yaml), whose sharded "
-            "checkpoints resume exactly"
-        )
+def is_deepspeed(model: Any) -> bool:
+    """True for a model prepared by accelerate under DeepSpeed (a DeepSpeedEngine)."""
+    return hasattr(model, "save_checkpoint") and hasattr(model, "zero_optimization_stage")
+
+
+class DeepSpeedState:
+    """A DeepSpeed engine, whose weights and optimizer (ZeRO-partitioned) DeepSpeed itself saves and loads:
+    every process writes and reads its own partition files."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def save(self, folder: Path) -> None:
+        self.engine.save_checkpoint(str(folder), tag=DEEPSPEED_TAG, save_latest=False)
+
+    def load(self, folder: Path) -> None:
+        path, _ = self.engine.load_checkpoint(str(folder), tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                              load_lr_scheduler_states=False)  # fmt: skip
+        if path is None:
+            raise SftlabError(f"{folder}: DeepSpeed found no checkpoint to load")
+
+
+def local_weights(engine: Any) -> dict[str, torch.Tensor]:
+    """A CPU copy of this process's part of a DeepSpeed model's weights: the whole weights at ZeRO stages
+    0-2, this process's partition at stage 3 (where each parameter holds only a placeholder)."""
+    parameters = engine.module.named_parameters()
+    if engine.zero_optimization_stage() == 3:
+        return {name: p.ds_tensor.detach().to("cpu", copy=True) for name, p in parameters}
+    return {name: p.detach().to("cpu", copy=True) for name, p in parameters}
+
+
+def restore_local_weights(engine: Any, weights: dict[str, torch.Tensor]) -> None:
+    """Put a `local_weights` copy back into the model (for evaluating and saving it; the optimizer's own
+    fp32 copy is not touched: training is over)."""
+    stage3 = engine.zero_optimization_stage() == 3
+    with torch.no_grad():
+        for name, p in engine.module.named_parameters():
+            (p.ds_tensor if stage3 else p).copy_(weights[name])
 
 
 def full_state_dict(model: Any, accelerator: Any) -> dict[str, torch.Tensor] | None:
     """For saving a sharded model: its whole weights, gathered shard by shard to the main process's CPU
     (None on the other processes). None for a model whose parameters are whole already: save it as it is.
     Every process must call this."""
+    if is_deepspeed(model):
+        if model.zero_optimization_stage() != 3:
+            return None
+        # ZeRO-3: gathered one layer at a time to the main process (in the parameters' dtype: fp32 here,
+        # bf16/fp16 under DeepSpeed's mixed precision).
+        weights = model._zero3_consolidated_16bit_state_dict()
+        return dict(weights) if accelerator.is_main_process else None
     if not is_sharded(model):
         return None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -186,7 +229,7 @@ def save_checkpoint(
     accelerator: Any,
     output_dir: Path,
     step: int,
-    model_state: dict[str, torch.Tensor] | ShardedState,
+    model_state: dict[str, torch.Tensor] | ShardedState | DeepSpeedState,
     optimizer_state: dict[str, Any] | None,
     best_state: dict[str, torch.Tensor] | None,
     state: dict[str, Any],
@@ -196,7 +239,8 @@ def save_checkpoint(
 
     `state` is the loop's plain-JSON state; the RNG states and file checksums are added here. Every
     process must call this (each writes its own RNG file); only the main process writes the rest, except
-    for a ShardedState (then optimizer_state is None), whose shards every process writes.
+    for a ShardedState (then optimizer_state is None), whose shards every process writes, and a
+    DeepSpeedState, whose partitions and best weights (`best_state`: this process's part) every process writes.
     """
     root = checkpoints_dir(output_dir)
     final = root / f"{PREFIX}{step}"
@@ -222,9 +266,13 @@ def save_checkpoint(
             if best_state is not None:
                 payload["best"] = best_state
             dcp.save(payload, checkpoint_id=str(temporary / SHARDED))
+        if isinstance(model_state, DeepSpeedState):
+            model_state.save(temporary / DEEPSPEED)
+            if best_state is not None:
+                save_file(cpu_state_dict(best_state), str(temporary / f"best-rank{rank}.safetensors"))
         accelerator.wait_for_everyone()
         if main:
-            if not isinstance(model_state, ShardedState):
+            if not isinstance(model_state, ShardedState | DeepSpeedState):
                 save_file(cpu_state_dict(model_state), str(temporary / MODEL), metadata={"format": "pt"})
                 torch.save(optimizer_state, temporary / OPTIMIZER)
                 if best_state is not None:
@@ -435,14 +483,23 @@ def restore_checkpoint(
     """Load the weights, optimizer, grad scaler and RNG states into the freshly built run; returns the best
     model's weights. RNG states are restored last, after everything that building the run consumed."""
     unwrapped = accelerator.unwrap_model(model)
-    sharded = is_sharded(unwrapped)
-    if (checkpoint / SHARDED).is_dir() != sharded:
+    sharded, deepspeed = is_sharded(unwrapped), is_deepspeed(model)
+    whole = "whole-model (one process or DDP)"
+    kinds = {SHARDED: "FSDP2", DEEPSPEED: "DeepSpeed"}
+    saved_kind = next((kind for folder, kind in kinds.items() if (checkpoint / folder).is_dir()), whole)
+    run_kind = "FSDP2" if sharded else "DeepSpeed" if deepspeed else whole
+    if saved_kind != run_kind:
         raise SftlabError(
-            f"{checkpoint}: a {'whole-model' if sharded else 'sharded'} checkpoint; resume it with the same "
-            f"kind of run ({'not FSDP2' if sharded else 'FSDP2'})"
+            f"{checkpoint}: written by a {saved_kind} run; resume it with the same kind of run (this one is "
+            f"{run_kind})"
         )
     best_state = None
-    if sharded:
+    if deepspeed:
+        DeepSpeedState(model).load(checkpoint / DEEPSPEED)
+        weights = local_weights(model)
+        if saved.get("has_best_file"):
+            best_state = load_tensors(checkpoint / f"best-rank{accelerator.process_index}.safetensors")
+    elif sharded:
         template = None
         if saved.get("has_best_file"):
             template = {key: value.detach().clone() for key, value in unwrapped.state_dict().items()}

@@ -357,6 +357,9 @@ class DataCheckConfig(_Section):
     method: Literal["loss", "cleanlab"] = "loss"
     """How rows are flagged: the highest out-of-fold losses, as many as cleanlab's num_label_issues estimates
     (Chong et al. 2022; more precise on planted noise), or cleanlab's find_label_issues; docs/data-quality.md."""
+    keep_per_class: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Classification: at least this share of each class's training rows stays unflagged (and so in
+    --write-clean's copy); the class's least suspicious flags are dropped first. 0: no floor."""
     report_dir: Path | None = None
     """Where data_report.json and data_report.html go; null: `<output_dir>-data-check`."""
 

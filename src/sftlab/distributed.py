@@ -32,6 +32,24 @@ def data_parallel_rank() -> tuple[int, int]:
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 
+def configure_deepspeed(
+    accelerator: Any, batch_size: int, accumulation: int, max_grad_norm: float | None
+) -> None:
+    """Under DeepSpeed, its config's batch, accumulation and clipping follow sftlab's train config (sftlab
+    passes no dataloader to `prepare`, from which accelerate would take the batch size). DeepSpeed uses the
+    batch sizes for its own bookkeeping only: sftlab's plan makes the batches and sets each step's boundary."""
+    if getattr(accelerator.distributed_type, "value", "") != "DEEPSPEED":
+        return
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    config.update(
+        train_micro_batch_size_per_gpu=batch_size,
+        gradient_accumulation_steps=accumulation,
+        train_batch_size=batch_size * accumulation * accelerator.num_processes,
+        gradient_clipping=max_grad_norm or 0.0,
+    )
+    config.setdefault("zero_allow_untested_optimizer", True)  # torch's AdamW, which ZeRO handles like its own
+
+
 def local_model(model: Any) -> Any:
     """The model inside a DistributedDataParallel wrapper: a process's own forward passes (evaluation of its
     share) must not take part in the wrapper's collective buffer and gradient bookkeeping."""
@@ -57,4 +75,4 @@ def map_sharded(compute: Callable[[list[Item]], Sequence[Output]], items: list[I
     return out
 
 
-__all__ = ["data_parallel_rank", "local_model", "map_sharded"]
+__all__ = ["configure_deepspeed", "data_parallel_rank", "local_model", "map_sharded"]

@@ -24,15 +24,19 @@ from typing import Any
 import torch
 
 from sftlab.checkpoints import (
+    DeepSpeedState,
     ShardedState,
+    is_deepspeed,
     is_sharded,
     list_checkpoints,
-    refuse_unsupported_checkpoints,
+    local_weights,
     restore_checkpoint,
+    restore_local_weights,
     save_checkpoint,
 )
 from sftlab.config import Config
 from sftlab.data.batching import plan_steps
+from sftlab.distributed import configure_deepspeed
 from sftlab.errors import SftlabError
 from sftlab.freezing import count_parameters, set_trainable, unfreeze_stage
 from sftlab.optim.clipping import clear_folded_clip, clip_gradients
@@ -144,10 +148,13 @@ def fit(
     levers = choose_levers(train_cfg, model, trainable, accelerator.num_processes, accelerator.device,
                            (example["input_ids"] for example in train_set), config.optim.name,
                            config.optim.weight_decay, recorded)  # fmt: skip
-    refuse_unsupported_checkpoints(accelerator, train_cfg.keep_last if output_dir is not None else 0)
     optimizer = make_optimizer(trainable, config)
     unwrapped = model
+    configure_deepspeed(accelerator, train_cfg.batch_size, train_cfg.gradient_accumulation_steps,
+                        train_cfg.max_grad_norm)  # fmt: skip
     model, optimizer = accelerator.prepare(model, optimizer)
+    # DeepSpeed: its engine applies the step (and clips) itself, at the boundary sftlab sets (see backward).
+    deepspeed = is_deepspeed(model)
 
     counts = [task.target_count(example) for example in train_set]
     plan = plan or functools.partial(
@@ -194,6 +201,8 @@ def fit(
         }  # fmt: skip
         if is_sharded(model):  # FSDP2: every process writes its own shards
             weights, moments = ShardedState(model, optimizer), None
+        elif deepspeed:  # DeepSpeed: every process writes its own ZeRO partitions
+            weights, moments = DeepSpeedState(model), None
         else:
             weights, moments = accelerator.unwrap_model(model).state_dict(), optimizer.state_dict()
         best = best_weights if state.best_step != state.step else None
@@ -239,7 +248,13 @@ def fit(
                 levers.micro_batch(indices, batch),
             ):
                 loss_sum, terms = task.forward_loss(model, batch)
-            accelerator.backward(loss_sum * scale)
+            if deepspeed:
+                # The step's boundary is sftlab's (an uneven last step has fewer micro-batches), and the loss
+                # is normalised already: DeepSpeed must not divide it by its gradient_accumulation_steps.
+                model.set_gradient_accumulation_boundary(last)
+                model.backward(loss_sum * scale, scale_wrt_gas=False)
+            else:
+                accelerator.backward(loss_sum * scale)
             for position, value in enumerate(
                 (loss_sum.item(), terms, len(indices), int(batch["attention_mask"].sum()))
             ):
@@ -297,15 +312,22 @@ def fit(
             # A best model without a copy is the current weights, which are about to change: copy them.
             if state.best_value is not None and best_weights is None:
                 levers.sync()
-                weights = accelerator.unwrap_model(model).state_dict()
-                best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
-            optimizer.step()
+                if deepspeed:  # this process's part of the weights (its partition under ZeRO-3)
+                    best_weights = local_weights(model)
+                else:
+                    weights = accelerator.unwrap_model(model).state_dict()
+                    best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+            if deepspeed:
+                model.step()
+            else:
+                optimizer.step()
             levers.stepped(optimizer)
             state.loss_total += sums[0]
             state.loss_terms += sums[1]
             state.examples_seen += sums[2]
             state.tokens_seen += sums[3]
-        elif state.nonfinite_skipped < train_cfg.skip_nonfinite_batches:
+        elif state.nonfinite_skipped < train_cfg.skip_nonfinite_batches and not deepspeed:
+            # (DeepSpeed holds the step's reduced gradients in its partitions: no skipping there.)
             state.nonfinite_skipped += 1
             log(f"step {state.step + 1}: {fault}; skipped the batch ({state.nonfinite_skipped} of "
                 f"train.skip_nonfinite_batches={train_cfg.skip_nonfinite_batches})")  # fmt: skip
@@ -367,9 +389,11 @@ def fit(
                 group["lr"] = group["peak_lr"] * schedule(state.step)
             sums = forward_backward(epoch_steps[position_in_epoch])
             grad_norm = None
-            if train_cfg.max_grad_norm is not None:
+            if train_cfg.max_grad_norm is not None and not deepspeed:
                 grad_norm = clip_gradients(model, optimizer, accelerator, train_cfg.max_grad_norm)
             applied = update(epoch_steps[position_in_epoch], sums, grad_norm)
+            if deepspeed:  # the norm DeepSpeed computed (and clipped by) in its step
+                grad_norm = model.get_global_grad_norm()
             state.step += 1
             seconds = time.perf_counter() - started
             state.train_seconds += seconds
@@ -399,7 +423,9 @@ def fit(
     # Training is over: the optimizer's moments and the gradients are not needed for evaluating and saving.
     optimizer.zero_grad(set_to_none=True)
     optimizer.state.clear()
-    if best_weights is not None:
+    if best_weights is not None and deepspeed:
+        restore_local_weights(model, best_weights)
+    elif best_weights is not None:
         accelerator.unwrap_model(model).load_state_dict(best_weights)
     parameters = {"trained": trained_params, "trainable_at_start": trainable_at_start, "total": total_params}
     return Fitted(state, model, levers, parameters)

@@ -208,7 +208,7 @@ def make_accelerator(
     """An accelerate.Accelerator (one process, or the processes `accelerate launch` started) and the
     precision it runs in. `log_with`: accelerate trackers (see sftlab.tracking), local ones under
     `logging_dir`; `tracking.Tracking` opens them at the first log record, once the output directory exists."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     use_cuda = wants_cuda(device)
     if not use_cuda:
@@ -226,8 +226,15 @@ def make_accelerator(
     # DDP re-broadcasts rank 0's buffers before every forward pass; a transformer's buffers are constants
     # (position and token-type ids), and with frozen embeddings (their module holds them) torch 2.13's
     # broadcast fails an internal assert ("!tensors.empty()"), so they are not broadcast.
-    ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
-    return Accelerator(mixed_precision=mixed, cpu=not use_cuda, kwargs_handlers=[ddp], **trackers), resolved
+    handlers: list[Any] = [DistributedDataParallelKwargs(broadcast_buffers=False)]
+    cpu = not use_cuda
+    if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        # `accelerate launch --use_deepspeed` on CPUs: accelerate 1.15 ignores DeepSpeed when asked for the
+        # CPU (cpu=True makes it MULTI_CPU), and without a GPU it finds no backend of its own; DeepSpeed's CPU
+        # accelerator runs over gloo (no oneCCL here), so the backend is named and the CPU is left implicit.
+        cpu = False
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    return Accelerator(mixed_precision=mixed, cpu=cpu, kwargs_handlers=handlers, **trackers), resolved
 
 
 def set_seed(seed: int) -> None:

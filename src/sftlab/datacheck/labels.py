@@ -174,9 +174,11 @@ def out_of_fold(config: Any, table: Table, rows: list[int], labels: list[Any], e
     return OutOfFold(rows, given, probabilities, names, time.perf_counter() - started, multi_label)
 
 
-def flag_rows(oof: OutOfFold, method: str) -> tuple[np.ndarray, np.ndarray]:
+def flag_rows(oof: OutOfFold, method: str, keep_per_class: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(flagged positions, out-of-fold loss of every row): flagged by cleanlab's find_label_issues, or the
-    `num_label_issues` highest-loss rows; positions ranked most suspicious first."""
+    `num_label_issues` highest-loss rows; positions ranked most suspicious first. `keep_per_class`: at least
+    this share of each given class's rows stays unflagged (single-label; the class's least suspicious
+    flags are dropped), so a rare class the fold models never predict is not flagged wholesale."""
     from cleanlab.count import num_label_issues
     from cleanlab.filter import find_label_issues
 
@@ -198,13 +200,36 @@ def flag_rows(oof: OutOfFold, method: str) -> tuple[np.ndarray, np.ndarray]:
     loss = -np.log(probabilities[np.arange(len(oof.labels)), oof.labels])
     if method == "loss":
         count = int(num_label_issues(oof.labels, probabilities))
-        return np.argsort(-loss, kind="stable")[:count], loss
-    flagged = find_label_issues(oof.labels, probabilities, return_indices_ranked_by="self_confidence")
-    return np.asarray(flagged, dtype=int), loss
+        flagged = np.argsort(-loss, kind="stable")[:count]
+    else:
+        flagged = np.asarray(
+            find_label_issues(oof.labels, probabilities, return_indices_ranked_by="self_confidence"),
+            dtype=int,
+        )
+    return class_floor(flagged, oof.labels, keep_per_class), loss
 
 
-def label_findings(oof: OutOfFold, table: Table, method: str, threshold: float = 0.5) -> list[Finding]:
-    flagged, loss = flag_rows(oof, method)
+def class_floor(flagged: np.ndarray, labels: np.ndarray, keep_per_class: float) -> np.ndarray:
+    """`flagged` (most suspicious first) less each class's flags beyond what leaves `keep_per_class` of the
+    class's rows unflagged: the most suspicious ones stay flagged, the order is kept."""
+    if keep_per_class <= 0:
+        return flagged
+    sizes = np.bincount(labels)
+    allowed = sizes - np.ceil(keep_per_class * sizes).astype(int)
+    taken = np.zeros_like(sizes)
+    kept = []
+    for position in flagged.tolist():
+        label = labels[position]
+        if taken[label] < allowed[label]:
+            taken[label] += 1
+            kept.append(position)
+    return np.asarray(kept, dtype=int)
+
+
+def label_findings(
+    oof: OutOfFold, table: Table, method: str, threshold: float = 0.5, keep_per_class: float = 0.0
+) -> list[Finding]:
+    flagged, loss = flag_rows(oof, method, keep_per_class)
     findings = []
     for position in flagged.tolist():
         index = oof.rows[position]

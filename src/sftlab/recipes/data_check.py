@@ -118,7 +118,9 @@ def label_check(config: Config, result: CheckResult, log: Any, finetune: Any) ->
     log(f"label check: {check.folds}-fold fine-tuning of {config.model} on {len(rows)} train rows, "
         f"{check.epochs} epoch(s) per fold, bottom {frozen_blocks(config)} blocks frozen: about {_duration(estimate)} (from a forward pass timed on 64 rows)")  # fmt: skip
     oof = out_of_fold(config, train, rows, labels, echo=log is not None, finetune=finetune)
-    findings = label_findings(oof, train, check.method, config.data.multi_label_threshold)
+    findings = label_findings(
+        oof, train, check.method, config.data.multi_label_threshold, check.keep_per_class
+    )
     result.findings.extend(findings)
     if oof.multi_label:  # the share of (row, class) decisions that agree with the given labels
         accuracy = float(((oof.probabilities > config.data.multi_label_threshold) == oof.labels).mean())

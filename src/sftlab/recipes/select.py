@@ -329,12 +329,17 @@ def confirm_candidates(chosen: list[Candidate], config: Config, metric: str, rat
         stopped: list[bool] = []
 
         def on_evaluation(state: Any, metrics: dict[str, Any], model: str = candidate.model,
-                          values: list[float] = values, stopped: list[bool] = stopped) -> bool:  # fmt: skip
+                          values: list[float] = values, stopped: list[bool] = stopped,
+                          full_steps: int = full_steps) -> bool:  # fmt: skip
             value = float(metrics.get(metric, metrics.get(f"validation/{metric}", math.nan)))
             values.append(value)
             going = halving.keep_going(len(values), value)
-            log(f"  {model} evaluation {len(values)}: validation {metric} {value:.4f}"
-                + ("" if going else " -> stopped (successive halving)"))  # fmt: skip
+            # Behind at the last evaluation of a full run (as long as the first run's) is no stop.
+            last = 0 < full_steps <= state.step
+            note = (
+                "" if going else " (behind; the run is over)" if last else " -> stopped (successive halving)"
+            )
+            log(f"  {model} evaluation {len(values)}: validation {metric} {value:.4f}{note}")
             if not going:
                 stopped.append(True)
             return not going
