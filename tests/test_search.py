@@ -269,6 +269,23 @@ def test_pruned_trial_stops_at_the_evaluation_it_was_pruned(tmp_path: Path) -> N
     assert pruned.user_attrs["steps"] == stopped_at < study.trials[0].user_attrs["steps"] == 4
 
 
+def test_a_trial_behind_only_at_its_last_evaluation_completes(tmp_path: Path) -> None:
+    # The same two trials with one evaluation each, at the end of training: the second is worse there, but
+    # it has trained to its end, so it completes (a pruned state would keep a full run out of the best).
+    search = {"sampler": "grid", "seed": 1, "metric": "loss", "pruner": "median", "pruner_startup_trials": 1,
+              "pruner_warmup": 0, "space": {"train.learning_rate": [4.0e-4, 1.0e-7]}}  # fmt: skip
+    config = write_config(
+        tmp_path, search, schedule={"warmup_ratio": 0.0}, train={**TINY["train"], "eval_every": "epoch"}
+    )
+    result = run_cli("search", str(config), "--quiet")
+    assert result.returncode == 0, result.stderr
+    study = load_study(tmp_path / "out")
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    first, second = study.trials
+    assert second.intermediate_values[1] > first.intermediate_values[1]  # behind the median at evaluation 1
+    assert second.user_attrs["steps"] == first.user_attrs["steps"] == 4
+
+
 def test_sigkill_during_a_trial_then_resume_finishes_exactly_the_requested_trials(tmp_path: Path) -> None:
     rates = [1.0e-4, 2.0e-4, 3.0e-4]
     config = write_config(tmp_path, {"sampler": "grid", "space": {"train.learning_rate": rates}})

@@ -73,13 +73,18 @@ class TrainState:
     """An adaptive schedule's own state (reduce_on_plateau's level)."""
     interval: dict[str, float] = field(default_factory=lambda: dict.fromkeys(INTERVAL, 0.0))
     """Sums since the last log record: loss, loss terms, examples, tokens, seconds."""
+    total_steps: int = 0
+    """The run's planned optimizer steps (epochs x steps per epoch), so callbacks can tell the last
+    evaluation; `fit` sets it from the plan at every start, so checkpoints do not hold it."""
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data.pop("total_steps")
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: Path | str) -> TrainState:
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"total_steps"}
         missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
         if missing or unknown:
             raise SftlabError(
@@ -220,6 +225,7 @@ def fit(
         if state.schedule is not None:  # reduce_on_plateau's adapted level
             schedule.load_state_dict(state.schedule)
         log(f"resumed from {checkpoint} at step {state.step} of {total_steps}")
+    state.total_steps = total_steps
 
     # --- the output dir is created (and locked against a second run) only now that all input checked out
     accelerator.wait_for_everyone()

@@ -316,7 +316,6 @@ def confirm_candidates(chosen: list[Candidate], config: Config, metric: str, rat
     from sftlab.recipes.finetune import finetune
 
     halving = SuccessiveHalving(rate, lower_is_better=metric == "loss")
-    full_steps = 0
     for position, candidate in enumerate(chosen, 1):
         output = config.output_dir / "confirm" / slug(candidate.model)
         run_config = config.model_copy(deep=True, update={"model": candidate.model, "output_dir": output})
@@ -329,18 +328,17 @@ def confirm_candidates(chosen: list[Candidate], config: Config, metric: str, rat
         stopped: list[bool] = []
 
         def on_evaluation(state: Any, metrics: dict[str, Any], model: str = candidate.model,
-                          values: list[float] = values, stopped: list[bool] = stopped,
-                          full_steps: int = full_steps) -> bool:  # fmt: skip
+                          values: list[float] = values, stopped: list[bool] = stopped) -> bool:  # fmt: skip
             value = float(metrics.get(metric, metrics.get(f"validation/{metric}", math.nan)))
             values.append(value)
             going = halving.keep_going(len(values), value)
-            # Behind at the last evaluation of a full run (as long as the first run's) is no stop.
-            last = 0 < full_steps <= state.step
+            # Behind at the run's last evaluation is no stop: it trained to its end.
+            last = state.step >= state.total_steps
             note = (
                 "" if going else " (behind; the run is over)" if last else " -> stopped (successive halving)"
             )
             log(f"  {model} evaluation {len(values)}: validation {metric} {value:.4f}{note}")
-            if not going:
+            if not going and not last:
                 stopped.append(True)
             return not going
 
@@ -352,9 +350,7 @@ def confirm_candidates(chosen: list[Candidate], config: Config, metric: str, rat
                                  "output_dir": str(output)}  # fmt: skip
             log(f"  {candidate.model}: confirm failed: {one_line(error)}")
             continue
-        # A stop at the run's last evaluation is no stop: it trained as long as the runs that finished.
-        full_steps = max(full_steps, int(result.metrics["steps"]))
-        stopped_early = bool(stopped) and int(result.metrics["steps"]) < full_steps
+        stopped_early = bool(stopped)
         candidate.confirm = {
             "status": "stopped" if stopped_early else "finished", "metric": metric,
             "value": float(result.metrics["best_metric"]), "evaluations": len(result.history),

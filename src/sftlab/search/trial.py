@@ -60,7 +60,9 @@ def run_trial(spec: dict[str, Any], trial_dir: Path, trial: Any) -> dict[str, An
                 return False
             evaluations += 1
             trial.report(metric_in(metrics, spec["metric"]), evaluations)
-            if trial.should_prune():
+            # The last evaluation of a run that trained to its end is no place to prune: the run is over,
+            # and pruning it would keep a fully trained trial out of the study's best.
+            if state.step < state.total_steps and trial.should_prune():
                 pruned_at = evaluations
                 print(f"pruned at evaluation {evaluations} (step {state.step})", flush=True)
                 return True
