@@ -62,6 +62,37 @@ def smollm2_commonsense(rows: int) -> tuple[Any, Any, Any, Any, list[dict[str, A
     return task, tokenizer, model, table, task.encode(tokenizer, table)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc): what a SIGKILL of a launcher leaves to kill by hand."""
+    import contextlib
+
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def run_metrics(output: Path) -> dict[str, Any]:
+    """A finished run's metrics.json."""
+    import json
+
+    return json.loads((output / "metrics.json").read_text())
+
+
+def run_weights(output: Path) -> dict[str, Any]:
+    """A finished run's saved weights (model/model.safetensors)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(output / "model" / "model.safetensors"))
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real `sftlab` command in a subprocess, as a user would."""
     return subprocess.run(

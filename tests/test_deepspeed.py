@@ -19,13 +19,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import REPO, descendants, run_metrics, run_weights
 
 pytest.importorskip("deepspeed")
 
@@ -64,28 +62,6 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
-def _metrics(output: Path) -> dict[str, Any]:
-    return json.loads((output / "metrics.json").read_text())
-
-
-def _weights(output: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(output / "model" / "model.safetensors"))
-
-
 @pytest.fixture(scope="module")
 def scratch() -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="sftlab-deepspeed-"))
@@ -110,7 +86,7 @@ def test_killed_deepspeed_run_resumes_where_the_uninterrupted_run_ends(scratch: 
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "the run never wrote its step-2 checkpoint"
         time.sleep(0.01)
-    for pid in [process.pid, *_descendants(process.pid)]:
+    for pid in [process.pid, *descendants(process.pid)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     process.wait()
@@ -125,11 +101,11 @@ def test_killed_deepspeed_run_resumes_where_the_uninterrupted_run_ends(scratch: 
                              env=_environment(), timeout=900)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
-    ours, theirs = _weights(output), _weights(reference)
+    ours, theirs = run_weights(output), run_weights(reference)
     assert set(ours) == set(theirs)
     for name in theirs:
         assert torch.equal(ours[name], theirs[name]), name
-    metrics, expected = _metrics(output), _metrics(reference)
+    metrics, expected = run_metrics(output), run_metrics(reference)
     assert {k: v for k, v in metrics.items() if k not in TIMING} == {
         k: v for k, v in expected.items() if k not in TIMING
     }

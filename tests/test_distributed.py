@@ -25,9 +25,8 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import REPO, descendants, run_metrics, run_weights
 
 # 56 TREC questions: batches of 4 give 14 micro-batches, 7 per process, so with accumulation 2 the epoch's last
 # step holds one micro-batch per process (8 examples): an uneven step, normalised by its real count. 21
@@ -99,29 +98,6 @@ def runs(scratch: Path, model_without_dropout: Path) -> dict[str, Any]:
     return {"root": root, "one": (root / "one", one), "two": (root / "two", two)}
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
-def _metrics(output: Path) -> dict[str, Any]:
-    return json.loads((output / "metrics.json").read_text())
-
-
-def _weights(output: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(output / "model" / "model.safetensors"))
-
-
 @pytest.mark.slow
 def test_two_processes_train_as_one_with_twice_the_batch(runs):
     (one, _), (two, launched) = runs["one"], runs["two"]
@@ -131,7 +107,7 @@ def test_two_processes_train_as_one_with_twice_the_batch(runs):
     assert launched.stdout.count("speed levers:") == 1
     assert "prefix cache: on" in launched.stdout and "unpadded blocks: on" in launched.stdout
     assert "used embedding rows: off (2 processes: " in launched.stdout
-    single, double = _metrics(one), _metrics(two)
+    single, double = run_metrics(one), run_metrics(two)
     assert double["speed_levers"] == {**single["speed_levers"], "used embedding rows": False}
     assert double["steps"] == single["steps"] == 8
     # Every training step's loss and every evaluation, to fp32 rounding.
@@ -146,7 +122,7 @@ def test_two_processes_train_as_one_with_twice_the_batch(runs):
     assert double["num_examples"] == single["num_examples"] == 21
     assert double["confusion_matrix"] == single["confusion_matrix"]
     assert double["loss"] == pytest.approx(single["loss"], rel=1e-5)
-    ours, theirs = _weights(two), _weights(one)
+    ours, theirs = run_weights(two), run_weights(one)
     for name in theirs:
         torch.testing.assert_close(ours[name], theirs[name], atol=1e-5, rtol=0, msg=name)
 
@@ -185,7 +161,7 @@ def test_killed_launcher_resumes_on_two_processes_where_the_uninterrupted_run_en
         assert time.monotonic() < deadline, "the run never wrote its step-4 checkpoint"
         time.sleep(0.01)
     # torch's elastic agent starts its workers in sessions of their own: kill the whole tree at once.
-    for pid in [process.pid, *_descendants(process.pid)]:
+    for pid in [process.pid, *descendants(process.pid)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     process.wait()
@@ -196,11 +172,11 @@ def test_killed_launcher_resumes_on_two_processes_where_the_uninterrupted_run_en
                              timeout=900)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
-    ours, theirs = _weights(output), _weights(reference)
+    ours, theirs = run_weights(output), run_weights(reference)
     for name in theirs:
         assert torch.equal(ours[name], theirs[name]), name
     drop = {*TIMING}
-    metrics, expected = _metrics(output), _metrics(reference)
+    metrics, expected = run_metrics(output), run_metrics(reference)
     assert {k: v for k, v in metrics.items() if k not in drop} == {
         k: v for k, v in expected.items() if k not in drop
     }
