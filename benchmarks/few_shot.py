@@ -15,8 +15,8 @@ partial run still counts. The sftlab runs evaluate on the first VALIDATION valid
 
 - plain: `sftlab train` on the K-per-label set, 10 epochs, batch 8, lr 5e-5, linear schedule, last model.
 - sftlab: `few_shot: {method: contrastive}` with its defaults (pairs_per_example 40, capped at 4,000,
-  pair batch 16, 1 epoch at 2e-5; head 25 epochs at 1e-2 on the frozen encoder; pooling auto, which is
-  mean for MiniLM, as SetFit).
+  pair batch 16, 1 epoch at 2e-5; then the logistic head, head_l2_c 1 as SetFit's LogisticRegression: 300
+  full-batch Adam steps at 3e-2 on the frozen encoder; pooling auto, which is mean for MiniLM, as SetFit).
 - sftlab-cls: the same with `few_shot.pooling=cls` (the classifier's own [CLS] pooler).
 - setfit: SetFit 1.2, `Trainer` with batch_size 16, num_iterations 20, num_epochs 1 (its defaults for
   the body, lr 2e-5), LogisticRegression head; the same MiniLM folder as the body.

@@ -468,10 +468,15 @@ class FewShotConfig(_Section):
     """Passes of the contrastive stage (each over max(pairs) freshly drawn pairs)."""
     contrastive_learning_rate: float = Field(default=2e-5, gt=0.0, le=1.0)
     """Peak learning rate of the encoder in the contrastive stage."""
-    head_epochs: int = Field(default=25, ge=1, le=1000)
-    """Epochs of the head stage (encoder frozen: its output is computed once, so epochs are cheap)."""
-    head_learning_rate: float = Field(default=1e-2, gt=0.0, le=10.0)
+    head_epochs: int = Field(default=300, ge=1, le=10000)
+    """Epochs of the head stage (encoder frozen: its output is computed once, so epochs are cheap); with
+    head_l2_c each epoch is one full-batch step."""
+    head_learning_rate: float = Field(default=3e-2, gt=0.0, le=10.0)
     """Peak learning rate of the head stage."""
+    head_l2_c: float | None = Field(default=1.0, gt=0.0)
+    """The head as scikit-learn's LogisticRegression(C=...), SetFit's head: full-batch Adam on the frozen
+    features, no dropout, L2 penalty |W|^2 / (2 n C) on the head's weights (n training examples; 2/(n C)
+    for two labels, as sklearn's one-vector binary model). null: mini-batches, optim's AdamW and dropout."""
     end_to_end_epochs: int = Field(default=0, ge=0, le=1000)
     """Optional last stage: epochs of training the whole model (encoder and head); 0 skips it."""
     end_to_end_learning_rate: float = Field(default=1e-5, gt=0.0, le=1.0)

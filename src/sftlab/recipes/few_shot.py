@@ -9,9 +9,13 @@ Every stage is one call of `sftlab.engine.fit`; this file holds no training loop
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+from collections.abc import Iterator
 from typing import Any
+
+from torch import nn
 
 from sftlab.adapters import save_model
 from sftlab.checkpoints import data_fingerprint
@@ -33,10 +37,13 @@ VALIDATION_PAIRS = 256
 """Held-out pairs (from the validation split) the contrastive stage reports its pair loss on."""
 
 
-def stage_configs(config: Config, fixed: list[str] | None = None) -> list[tuple[str, Config]]:
+def stage_configs(
+    config: Config, num_train: int, num_labels: int, fixed: list[str] | None = None
+) -> list[tuple[str, Config]]:
     """The engine config of each stage: (name, config), in order; `sftlab plan` shows the same. Each stage
     is evaluated on validation once, at its end, and keeps its last weights: with a handful of examples per
-    label, picking epochs on a large validation split would no longer be few-shot. `fixed`: regular
+    label, picking epochs on a large validation split would no longer be few-shot. `num_train`,
+    `num_labels`: the training set's size and label count (the logistic head's L2 weight). `fixed`: regular
     expressions naming parameters no stage trains (the mean-pooling layer, `sftlab.tasks.pooling`)."""
     fixed = list(fixed or [])
     few = config.few_shot
@@ -65,6 +72,16 @@ def stage_configs(config: Config, fixed: list[str] | None = None) -> list[tuple[
             **once,
         }
     )
+    if few.head_l2_c is not None:
+        # sklearn's LogisticRegression(C) minimises C * sum(log loss) + |W|^2 / 2, i.e. mean log loss +
+        # |W|^2 / (2 n C): Adam's coupled L2 (weight decay on matrices only, so the bias is not penalised,
+        # as in sklearn), one full-batch step per epoch. With two labels sklearn fits one vector w = W1 - W2,
+        # and the softmax pair's penalty at its optimum (W1 = -W2) is a quarter of |w|^2: twice the weight.
+        penalty = (2.0 if num_labels == 2 else 1.0) / (num_train * few.head_l2_c)
+        head.optim = head.optim.model_copy(update={"name": "adam", "weight_decay": penalty})
+        head.train = head.train.model_copy(
+            update={"batch_size": "full", "gradient_accumulation_steps": 1, "batch_tokens": None}
+        )
     stages.append(("head", head))
     if few.end_to_end_epochs:
         end_to_end = base.model_copy(deep=True)
@@ -106,12 +123,13 @@ def train_few_shot(config: Config, overwrite: bool = False, echo: bool = True) -
     model = task.load_model(location, config)
     pooling = resolve_pooling(few.pooling, location)
     fixed = add_mean_pooling_layer(model) if pooling == "mean" else []
-    stages = stage_configs(config, fixed)
+    stages = stage_configs(config, len(encoded["train"]), len(task.label_names), fixed)
     pairs = pairs_per_epoch(len(encoded["train"]), few.pairs_per_example, few.max_pairs)
     log(
         f"sftlab few-shot: {len(encoded['train'])} training examples, {len(task.label_names)} labels, "
         f"{pooling} pooling | "
         f"contrastive {few.contrastive_epochs} x {pairs} pairs, then the head {few.head_epochs} epochs"
+        + (f" (logistic, C={few.head_l2_c:g})" if few.head_l2_c is not None else "")
         + (f", then end to end {few.end_to_end_epochs} epochs" if few.end_to_end_epochs else "")
     )
 
@@ -141,8 +159,10 @@ def train_few_shot(config: Config, overwrite: bool = False, echo: bool = True) -
     # --- the head (encoder frozen), then optionally end to end: the ordinary classification task
     for name, stage_config in stages[1:]:
         set_trainable_all(model)
-        fitted = fit(task, encoded, model, stage_config, accelerator, precision, pad_id, echo=echo,
-                     where=tables["train"].where)  # fmt: skip
+        # The logistic head reads fixed features: the classifier's input dropout is off in its stage too.
+        with without_dropout(model, name == "head" and few.head_l2_c is not None):
+            fitted = fit(task, encoded, model, stage_config, accelerator, precision, pad_id, echo=echo,
+                         where=tables["train"].where)  # fmt: skip
         seconds[name] = fitted.state.train_seconds
         accelerator.free_memory()
     set_trainable_all(model)
@@ -180,3 +200,16 @@ def set_trainable_all(model: Any) -> None:
     stage's encoder; the used-embedding-rows lever leaves the full table's requires_grad off)."""
     for parameter in model.parameters():
         parameter.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def without_dropout(model: nn.Module, active: bool = True) -> Iterator[None]:
+    """Inside (when `active`), every nn.Dropout of the model drops nothing; their rates are restored after."""
+    rates = {module: module.p for module in model.modules() if isinstance(module, nn.Dropout)} if active else {}
+    for module in rates:
+        module.p = 0.0
+    try:
+        yield
+    finally:
+        for module, rate in rates.items():
+            module.p = rate

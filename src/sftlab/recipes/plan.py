@@ -140,7 +140,8 @@ def describe_few_shot(config: Config) -> str:
         f"{steps} steps of {few.pair_batch_size} pairs ({2 * few.pair_batch_size} texts) | encoder lr "
         f"{few.contrastive_learning_rate:.1e}, schedule {config.schedule.name} | loss (cos(u, v) - same)^2",
     ]
-    for name, stage_config in stage_configs(config)[1:]:
+    labels = {str(row[config.data.label_column]) for row in tables["train"].rows}
+    for name, stage_config in stage_configs(config, num_train, len(labels))[1:]:
         lines += ["", f"stage {name}:", describe_plan(stage_config)]
     return "\n".join(lines)
 
