@@ -13,8 +13,8 @@ from sftlab.config import load_config
 from sftlab.data.loading import load_tables
 from sftlab.errors import ConfigError, SftlabError
 
-FEW = ["data.samples_per_class=4", "few_shot.pairs_per_example=8", "few_shot.head_epochs=4",
-       "data.max_eval_samples=48", "data.max_length=32", "train.seed=3"]  # fmt: skip
+FEW = ["data.samples_per_class=4", "few_shot.pairs_per_example=8", "data.max_eval_samples=48",
+       "data.max_length=32", "train.seed=3"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +76,57 @@ def test_few_shot_saves_an_ordinary_model_that_pipeline_loads_with_the_same_pred
         assert mine["score"] == pytest.approx(reference["score"], abs=1e-4)
 
 
+def test_the_head_stage_is_sklearns_logistic_regression_on_the_frozen_features(few_shot_run) -> None:
+    # The default head (head_l2_c: 1) minimises SetFit's head objective, LogisticRegression(C=1), on the
+    # very features it reads: the same weights, the same predictions as scikit-learn's solver.
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    config = load_config(REPO / "examples" / "trec6_few_shot.yaml", FEW)
+    tables = load_tables(config.data)
+    model = AutoModelForSequenceClassification.from_pretrained(few_shot_run / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(few_shot_run / "model")
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+    def features(split: str) -> np.ndarray:
+        texts = [row["text"] for row in tables[split].rows]
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        with torch.no_grad():
+            return model.base_model(**batch).pooler_output.numpy()
+
+    labels = [names.index(row["label"]) for row in tables["train"].rows]
+    reference = LogisticRegression(C=1.0, tol=1e-8, max_iter=10_000).fit(features("train"), labels)
+    ours = model.classifier.weight.detach().numpy()
+    assert np.linalg.norm(ours - reference.coef_) < 0.03 * np.linalg.norm(reference.coef_)
+    held_out = features("validation")
+    with torch.no_grad():
+        predicted = model.classifier(torch.from_numpy(held_out)).argmax(-1).numpy()
+    assert (predicted == reference.predict(held_out)).mean() >= 0.97
+
+
+def test_logistic_head_stage_config_follows_sklearns_penalty() -> None:
+    from sftlab.recipes.few_shot import stage_configs
+
+    config = load_config(REPO / "examples" / "trec6_few_shot.yaml", ["few_shot.head_l2_c=0.5"])
+    head = dict(stage_configs(config, num_train=48, num_labels=6))["head"]
+    assert (head.optim.name, head.train.batch_size, head.train.epochs) == ("adam", "full", 300)
+    assert head.optim.weight_decay == pytest.approx(1 / (48 * 0.5))
+    binary = dict(stage_configs(config, num_train=16, num_labels=2))["head"]
+    assert binary.optim.weight_decay == pytest.approx(2 / (16 * 0.5))  # sklearn's one-vector binary model
+    old = load_config(config, ["few_shot.head_l2_c=null", "few_shot.head_epochs=25"])
+    minibatch = dict(stage_configs(old, num_train=48, num_labels=6))["head"]
+    assert (minibatch.optim.name, minibatch.train.batch_size) == (old.optim.name, old.train.batch_size)
+
+
 def test_few_shot_config_checks() -> None:
     with pytest.raises(ConfigError, match="few_shot.pair_batch_size"):
         load_config({"few_shot": {"pair_batch_size": 15}})
     with pytest.raises(ConfigError, match="few_shot applies to task: classification"):
         load_config({"task": "token_classification", "data": {"dataset": "wnut16"}, "few_shot": {}})
+    with pytest.raises(ConfigError, match="few_shot.head_l2_c"):
+        load_config({"few_shot": {"head_l2_c": 0}})
     with pytest.raises(ConfigError, match="few_shot.pairs_per_exampel"):
         load_config({"few_shot": {"pairs_per_exampel": 4}})
 

@@ -205,7 +205,9 @@ def set_trainable_all(model: Any) -> None:
 @contextlib.contextmanager
 def without_dropout(model: nn.Module, active: bool = True) -> Iterator[None]:
     """Inside (when `active`), every nn.Dropout of the model drops nothing; their rates are restored after."""
-    rates = {module: module.p for module in model.modules() if isinstance(module, nn.Dropout)} if active else {}
+    rates = (
+        {module: module.p for module in model.modules() if isinstance(module, nn.Dropout)} if active else {}
+    )
     for module in rates:
         module.p = 0.0
     try:
