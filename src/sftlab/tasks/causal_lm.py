@@ -227,7 +227,9 @@ class CausalLMTask:
                 f"token F1                 {metrics['token_f1']:.4f}",
             ]
             if "bleu" in metrics:
-                lines += [f"BLEU / chrF              {metrics['bleu']:.2f} / {metrics['chrf']:.2f}  (sacreBLEU, first reference)"]
+                lines += [
+                    f"BLEU / chrF              {metrics['bleu']:.2f} / {metrics['chrf']:.2f}  (sacreBLEU, first reference)"
+                ]
             lines += ["", "examples (reference -> generated):"]
             lines += [f"  {s['reference']!r} -> {s['answer']!r}" for s in metrics.get("samples", [])]
         return "\n".join(lines)
