@@ -109,12 +109,14 @@ def _bible_batch(tokenizer, task, count=12):
 
 
 def test_target_logits_only_gives_the_plain_bert2bert_loss_and_gradients():
-    """The real BERT2BERT (MiniLM halves) on real Bible verses: logits at the real targets, the summed
-    loss and every gradient (tied output layer included) equal the plain full-grid computation."""
+    """The real BERT2BERT (MiniLM halves) on real Bible verses: logits at the real targets (plus spare
+    padding rows, so the row count is one of a few sizes), the summed loss and every gradient (tied output
+    layer included) equal the plain full-grid computation."""
     from transformers import AutoTokenizer
 
     from sftlab.models import load_encoder_decoder
-    from sftlab.speed.target_logits import supports_target_logits
+    from sftlab.speed.target_logits import supports_target_logits, with_spare_rows
+    from sftlab.speed.unpadded import padded_rows
     from sftlab.tasks.seq2seq import IGNORE_INDEX, Seq2SeqTask
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
@@ -128,6 +130,9 @@ def test_target_logits_only_gives_the_plain_bert2bert_loss_and_gradients():
     batch = _bible_batch(tokenizer, compact)
     targets = batch["labels"] != IGNORE_INDEX
     assert (~targets).sum() > 40  # real padding in the targets
+    assert batch["labels"].shape[1] % 8 == 0 and batch["input_ids"].shape[1] % 8 == 0  # padded to 8
+    spare = with_spare_rows(targets)
+    assert bool(spare[targets].all()) and int(spare.sum()) == padded_rows(int(targets.sum())) > targets.sum()
 
     def run(task):
         model.zero_grad()

@@ -43,6 +43,24 @@ def supports_target_logits(model: nn.Module) -> bool:
     )
 
 
+def with_spare_rows(targets: torch.Tensor) -> torch.Tensor:
+    """`targets` (batch x target length, bool) with padding positions added, in row-major order, until the
+    count is one of `unpadded.padded_rows`' sizes (8 per doubling, at most 12.5% spare) or no padding is
+    left. Their labels are -100, so the loss ignores their logits: only the shapes change. Without this the
+    output layer's product, its logits and their gradients took a new size at every step, and the CPU
+    matrix library's kernels and malloc's freed blocks piled up at all of them."""
+    from sftlab.speed.unpadded import padded_rows
+
+    count = int(targets.sum())
+    spare = min(padded_rows(count) - count, targets.numel() - count)
+    if spare <= 0:
+        return targets
+    padding = (~targets).reshape(-1).nonzero().squeeze(1)[:spare]
+    rows = targets.clone().reshape(-1)
+    rows[padding] = True
+    return rows.view_as(targets)
+
+
 def _owner(model: nn.Module, layer: nn.Module) -> tuple[nn.Module, str] | None:
     for module in model.modules():
         for name, child in module._modules.items():
