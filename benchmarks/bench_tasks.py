@@ -232,7 +232,9 @@ def trainer_question_answering(args: argparse.Namespace) -> dict[str, Any]:
         decoded = {}
         for split in ("validation", "test"):
             split_features = features(split)
-            predicted = _predict_in_order(trainer, [{k: f[k] for k in model_keys[:3]} for f in split_features])
+            predicted = _predict_in_order(
+                trainer, [{k: f[k] for k in model_keys[:3]} for f in split_features]
+            )
             starts, ends = predicted.predictions
             logits = [(torch.tensor(starts[i, : len(f["input_ids"])]).float(),
                        torch.tensor(ends[i, : len(f["input_ids"])]).float()) for i, f in enumerate(split_features)]  # fmt: skip

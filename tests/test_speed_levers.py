@@ -392,7 +392,6 @@ def test_top_block_at_labelled_tokens_gives_the_plain_loss_and_gradients(attenti
     logits, the loss and every gradient are the plain model's."""
     from transformers import AutoTokenizer
 
-    from sftlab.data.readers import Table
     from sftlab.speed.unpadded import unpadded_encoder
     from sftlab.tasks.token_classification import TokenClassificationTask
 

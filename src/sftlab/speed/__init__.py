@@ -180,9 +180,7 @@ def choose_levers(
     }  # fmt: skip
     on_why = {
         "prefix cache": f"embeddings and blocks 0-{depth - 1}",
-        "unpadded blocks": "exact, tested" + (
-            "; top block at labelled tokens only" if labelled_top else ""
-        ),
+        "unpadded blocks": "exact, tested" + ("; top block at labelled tokens only" if labelled_top else ""),
         "first-token top": "exact, tested",
         "fast dropout": "CPU",
         "chunked loss": f"{settings.loss_chunk_tokens} tokens per chunk, exact, tested",

@@ -122,7 +122,11 @@ class _Layout:
 
 
 def _attend(
-    layer: nn.Module, queries: torch.Tensor, states: torch.Tensor, layout: _Layout, mask: Any,
+    layer: nn.Module,
+    queries: torch.Tensor,
+    states: torch.Tensor,
+    layout: _Layout,
+    mask: Any,
     kept_only: bool = False,
 ) -> torch.Tensor:
     """The block's self-attention with output projection, residual and normalization, for the rows
