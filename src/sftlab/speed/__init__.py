@@ -176,7 +176,7 @@ def choose_levers(
         "fast dropout": [not settings.fast_dropout and "train.fast_dropout is false",
                          device.type != "cpu" and f"{device.type}'s own dropout is fast"],
         "chunked loss": [not settings.chunked_loss and "train.chunked_loss is false", sharded,
-                         not supports_chunked_loss(model) and "not a causal LM with a plain output layer"],
+                         not supports_chunked_loss(model) and "not a causal LM or encoder-decoder with a plain output layer"],
     }  # fmt: skip
     on_why = {
         "prefix cache": f"embeddings and blocks 0-{depth - 1}",

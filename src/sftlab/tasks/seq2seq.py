@@ -140,22 +140,32 @@ class Seq2SeqTask:
 
     def forward_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Token cross-entropy summed over real target tokens, and their count (the loop normalizes)."""
-        from sftlab.speed.target_logits import supports_target_logits, target_logits_only, with_spare_rows
+        from sftlab.speed.chunked_loss import active_chunk_tokens, linear_cross_entropy
+        from sftlab.speed.target_logits import (
+            CHUNKED_SEQ2SEQ,
+            supports_target_logits,
+            target_logits_only,
+            with_spare_rows,
+        )
 
         labels = batch["labels"]
         unwrapped = getattr(model, "module", model)  # DDP wraps the model; the shift lives on the model
         decoder_input_ids = unwrapped.prepare_decoder_input_ids_from_labels(labels=labels)
         targets = labels != IGNORE_INDEX
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                  "decoder_input_ids": decoder_input_ids}  # fmt: skip
         compact = self.target_logits_only and supports_target_logits(unwrapped)
+        chunk = active_chunk_tokens() if compact and type(unwrapped).__name__ in CHUNKED_SEQ2SEQ else 0
+        if chunk:  # training's chunked loss: the real targets' hidden rows, logits a chunk at a time
+            with target_logits_only(unwrapped, targets, hidden_only=True) as layer:
+                hidden = model(**inputs).logits
+            loss = linear_cross_entropy(hidden, layer.weight, labels[targets], chunk, bias=layer.bias)
+            return loss, int(targets.sum())
         # The compact rows: the real targets plus a few padding positions (label -100, ignored below), so
         # the output layer meets a few dozen row counts rather than a new one at every step.
         rows = with_spare_rows(targets) if compact else targets
         with target_logits_only(unwrapped, rows) if compact else contextlib.nullcontext():
-            logits = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                decoder_input_ids=decoder_input_ids,
-            ).logits
+            logits = model(**inputs).logits
         # Compact logits are the real targets' rows already; else the whole grid, padding ignored.
         loss = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]),
