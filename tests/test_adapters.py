@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import sacrebleu
 import torch
 
 from sftlab import cli
@@ -77,6 +78,11 @@ def test_lora_causal_lm_saves_reloads_merges_and_stops_at_eos(tmp_path, capsys):
     result = finetune(config, echo=False)
     assert result.metrics["steps"] == 4 and result.metrics["answer_tokens"] > 0
     assert 0.0 <= result.metrics["exact_match"] <= 1.0
+    # BLEU and chrF of the same generated answers (the samples hold both of them) against the first reference.
+    samples = result.metrics["samples"]
+    answers, references = [s["answer"] for s in samples], [s["reference"] for s in samples]
+    assert result.metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(answers, [references]).score)
+    assert result.metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(answers, [references]).score)
 
     predictor = load(tmp_path / "run", precision="fp32")
     train_rows = [

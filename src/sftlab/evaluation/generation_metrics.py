@@ -22,6 +22,16 @@ class UnicodeWords:
         return WORD.findall(text.lower())
 
 
+def bleu_chrf(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus BLEU and chrF (0-100, sacrebleu defaults) of generated replies against one reference each."""
+    import sacrebleu
+
+    return {
+        "bleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score),
+        "chrf": float(sacrebleu.corpus_chrf(hypotheses, [references]).score),
+    }
+
+
 def generation_metrics(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
     """Corpus BLEU, uncased BLEU and chrF (0-100), mean ROUGE-1/2/L F1 (0-100), and the example count."""
     import sacrebleu

@@ -22,6 +22,7 @@ from sftlab.data.packing import packed_lm_batch, padded_lm_batch
 from sftlab.data.readers import Table
 from sftlab.errors import SftlabError
 from sftlab.evaluation.answers import answer_metrics
+from sftlab.evaluation.generation_metrics import bleu_chrf
 from sftlab.generation import generate_answers
 from sftlab.speed.chunked_loss import causal_lm_loss, chunked
 
@@ -166,7 +167,7 @@ class CausalLMTask:
 
     def evaluate(self, model: Any, examples: list[dict[str, Any]], pad_token_id: int, batch_size: int,
                  device: torch.device, autocast: Any) -> dict[str, Any]:  # fmt: skip
-        """Mean loss and perplexity per answer token; exact match and token F1 of generated answers on the
+        """Mean loss and perplexity per answer token; exact match, token F1, BLEU and chrF of generated answers on the
         first `generate.eval_samples` examples (greedy unless a temperature is set)."""
         total, count = self.answer_loss(model, examples, batch_size, device, autocast)
         loss = total / max(1, count)
@@ -177,6 +178,7 @@ class CausalLMTask:
         if sample:
             answers = self.generate([e["prompt_ids"] for e in sample], model, device, autocast, batch_size)
             metrics.update(answer_metrics(answers, [e["references"] for e in sample]))
+            metrics.update(bleu_chrf(answers, [e["references"][0] for e in sample]))
             metrics["generated_examples"] = len(sample)
             metrics["samples"] = [
                 {"reference": e["references"][0], "answer": a}
@@ -224,6 +226,10 @@ class CausalLMTask:
                 f"exact match              {metrics['exact_match']:.4f}  (greedy answers to {metrics['generated_examples']} prompts)",
                 f"token F1                 {metrics['token_f1']:.4f}",
             ]
+            if "bleu" in metrics:
+                lines += [
+                    f"BLEU / chrF              {metrics['bleu']:.2f} / {metrics['chrf']:.2f}  (sacreBLEU, first reference)"
+                ]
             lines += ["", "examples (reference -> generated):"]
             lines += [f"  {s['reference']!r} -> {s['answer']!r}" for s in metrics.get("samples", [])]
         return "\n".join(lines)
@@ -232,4 +238,6 @@ class CausalLMTask:
         text = f"perplexity {metrics['perplexity']:.3f}"
         if "exact_match" in metrics:
             text += f", exact_match {metrics['exact_match']:.4f}, token_f1 {metrics['token_f1']:.4f}"
+        if "bleu" in metrics:
+            text += f", bleu {metrics['bleu']:.2f}, chrf {metrics['chrf']:.2f}"
         return text
