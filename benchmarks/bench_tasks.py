@@ -146,7 +146,7 @@ def trainer_token_classification(args: argparse.Namespace) -> dict[str, Any]:
         trainer = Trainer(model=model, args=_training_arguments(args, scratch), train_dataset=train,
                           data_collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8))  # fmt: skip
         output = trainer.train()
-        predictions = trainer.predict(test)
+        predictions = _predict_in_order(trainer, test)
     guesses = np.argmax(predictions.predictions, -1)
     true_tags, pred_tags = [], []
     for row, feature, guess in zip(rows["test"], test, guesses, strict=True):
@@ -159,6 +159,14 @@ def trainer_token_classification(args: argparse.Namespace) -> dict[str, Any]:
     return _trainer_result(
         output, len(train), tokens, args, entity_f1=metrics["entity_f1"], precision=_precision(trainer)
     )
+
+
+def _predict_in_order(trainer: Any, features: list[dict[str, Any]]) -> Any:
+    """`trainer.predict` with rows in the order given. Under `train_sampling_strategy="group_by_length"`
+    transformers 5's Trainer also length-groups (and shuffles) its evaluation batches, and `predict` then
+    returns the rows in that order; the training order is not needed any more, so it goes back to random."""
+    trainer.args.train_sampling_strategy = "random"
+    return trainer.predict(features)
 
 
 def _precision(trainer: Any) -> str:
@@ -224,7 +232,9 @@ def trainer_question_answering(args: argparse.Namespace) -> dict[str, Any]:
         decoded = {}
         for split in ("validation", "test"):
             split_features = features(split)
-            predicted = trainer.predict([{k: f[k] for k in model_keys[:3]} for f in split_features])
+            predicted = _predict_in_order(
+                trainer, [{k: f[k] for k in model_keys[:3]} for f in split_features]
+            )
             starts, ends = predicted.predictions
             logits = [(torch.tensor(starts[i, : len(f["input_ids"])]).float(),
                        torch.tensor(ends[i, : len(f["input_ids"])]).float()) for i, f in enumerate(split_features)]  # fmt: skip

@@ -136,7 +136,7 @@ def test_lever_decisions_in_log_and_plan(tmp_path: Path) -> None:
     assert line == (
         "speed levers: prefix cache: on (embeddings and blocks 0-1); unpadded blocks: on (exact, tested); "
         "first-token top: on (exact, tested); used embedding rows: off (the word embeddings are frozen); "
-        "fast dropout: on (CPU); chunked loss: off (not a causal LM with a plain output layer)"
+        "fast dropout: on (CPU); chunked loss: off (not a causal LM or encoder-decoder with a plain output layer)"
     )
     plan = run_cli("plan", str(REPO / "examples" / "trec6.yaml"), *overrides)
     assert plan.returncode == 0, plan.stderr

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 
 import pytest
 import torch
 
 from conftest import trec_texts
+from sftlab.catalog.datasets import fetch_dataset
 from sftlab.catalog.models import resolve_model
 from sftlab.optim.clipping import can_fold, clear_folded_clip, clip_gradients
 from sftlab.optim.optimizers import adamw
@@ -381,3 +383,44 @@ def test_unpadded_encoder_knows_each_listed_architecture(architecture):
         if head == "ForTokenClassification":  # padded positions are not predictions
             plain, ours = plain[mask.bool()], ours[mask.bool()]
         torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_top_block_at_labelled_tokens_gives_the_plain_loss_and_gradients(attention):
+    """Real MiniLM with a token head on real WNUT-16 tweets, labelled as sftlab labels them (each word's
+    first sub-token; the rest -100): with the top block computing the labelled positions only, their
+    logits, the loss and every gradient are the plain model's."""
+    from transformers import AutoTokenizer
+
+    from sftlab.speed.unpadded import unpadded_encoder
+    from sftlab.tasks.token_classification import TokenClassificationTask
+
+    model, _ = _minilm("token", attn_implementation=attention)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    lines = fetch_dataset("wnut16")["train"].read_text(encoding="utf-8").splitlines()[:10]
+    rows = [json.loads(line) for line in lines]
+    task = TokenClassificationTask(["O", "B-x", "I-x", "B-y", "I-y", "B-z"], max_length=64, scheme="plain")
+    examples = task.encode_words(tokenizer, [row["tokens"] for row in rows])
+    for index, example in enumerate(examples):  # labels 0-5 at word starts, -100 elsewhere
+        example["labels"] = [-100] * len(example["input_ids"])
+        for word, position in enumerate(example["word_starts"]):
+            example["labels"][position] = (index + word) % 6
+    batch = task.collate(examples, tokenizer.pad_token_id)
+    labels = batch.pop("labels")
+    labelled, mask = labels != -100, batch["attention_mask"].bool()
+    assert 0 < int(labelled.sum()) < int(mask.sum()) - 20  # real tokens without a label
+    model.eval()  # no dropout: both passes must agree up to float rounding
+
+    def loss_of(logits):
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 6), labels.reshape(-1), ignore_index=-100)
+        return loss, logits[labelled]
+
+    plain = _logits_and_gradients(model, batch, loss_of)
+    ours = _logits_and_gradients(
+        model, batch, loss_of, lambda: unpadded_encoder(model, batch["attention_mask"], labelled)
+    )
+    _assert_same(ours, plain, skip=("key.bias",))
+    with torch.no_grad(), unpadded_encoder(model, batch["attention_mask"], labelled):
+        logits = model(**batch).logits
+    unlabelled = mask & ~labelled  # computed no further than the block below: the head's bias only
+    torch.testing.assert_close(logits[unlabelled], model.classifier.bias.expand(int(unlabelled.sum()), 6))

@@ -35,7 +35,7 @@ from sftlab.speed.embedding_rows import UsedRows, used_rows_or_reason
 from sftlab.speed.fast_dropout import use_fast_dropout
 from sftlab.speed.first_token import first_token_top, supports_first_token_top
 from sftlab.speed.prefix_cache import compute_prefix, frozen_prefix_depth, pad_prefix, run_from_prefix
-from sftlab.speed.unpadded import supports_unpadded, unpadded_encoder
+from sftlab.speed.unpadded import TOKEN_HEADS, supports_unpadded, unpadded_encoder
 
 LEVERS = (
     "prefix cache",
@@ -68,6 +68,8 @@ class Levers:
     restore_dropout: Callable[[], None] | None = None
     loss_chunk_tokens: int = 0
     """Tokens per chunk of the chunked loss; 0 when that lever is off."""
+    labelled_top: bool = False
+    """Unpadded token-classification blocks: the top block computes the labelled tokens only."""
     model: Any = field(default=None, repr=False)
     """The unwrapped model the levers act on."""
 
@@ -98,7 +100,9 @@ class Levers:
                 )
             # Unpadded blocks need right padding (position 0 real in every row); else the first-token top.
             if self.on("unpadded blocks") and bool(batch["attention_mask"][:, 0].all()):
-                stack.enter_context(unpadded_encoder(self.model, batch["attention_mask"]))
+                labels = batch.get("labels")
+                labelled = labels != -100 if self.labelled_top and labels is not None else None
+                stack.enter_context(unpadded_encoder(self.model, batch["attention_mask"], labelled))
             elif self.on("first-token top"):
                 stack.enter_context(first_token_top(self.model))
             if self.rows is not None:
@@ -159,6 +163,7 @@ def choose_levers(
         and f"{processes} processes: the compact rows are outside the model, DDP would not average them"
     )
     depth = frozen_prefix_depth(model)
+    labelled_top = settings.labelled_tokens_top and type(model).__name__ in TOKEN_HEADS
     # Each lever's first reason not to apply, in order; "" for none. Cheap checks only, the used rows last.
     reasons = {
         "prefix cache": [not settings.cache_frozen_prefix and "train.cache_frozen_prefix is false", unfreezing, sharded,
@@ -171,11 +176,11 @@ def choose_levers(
         "fast dropout": [not settings.fast_dropout and "train.fast_dropout is false",
                          device.type != "cpu" and f"{device.type}'s own dropout is fast"],
         "chunked loss": [not settings.chunked_loss and "train.chunked_loss is false", sharded,
-                         not supports_chunked_loss(model) and "not a causal LM with a plain output layer"],
+                         not supports_chunked_loss(model) and "not a causal LM or encoder-decoder with a plain output layer"],
     }  # fmt: skip
     on_why = {
         "prefix cache": f"embeddings and blocks 0-{depth - 1}",
-        "unpadded blocks": "exact, tested",
+        "unpadded blocks": "exact, tested" + ("; top block at labelled tokens only" if labelled_top else ""),
         "first-token top": "exact, tested",
         "fast dropout": "CPU",
         "chunked loss": f"{settings.loss_chunk_tokens} tokens per chunk, exact, tested",
@@ -195,8 +200,9 @@ def choose_levers(
                 f"--resume: the {lever} lever was on when the run started and cannot be now ({why_not})"
             )
     chunk_tokens = settings.loss_chunk_tokens if decisions[LEVERS.index("chunked loss")].on else 0
+    labelled_top = labelled_top and decisions[LEVERS.index("unpadded blocks")].on
     return Levers(decisions, prefix_depth=depth if decisions[0].on else 0, rows=rows, model=model,
-                  loss_chunk_tokens=chunk_tokens)  # fmt: skip
+                  loss_chunk_tokens=chunk_tokens, labelled_top=labelled_top)  # fmt: skip
 
 
 def decisions_for_plan(settings: Any, model: torch.nn.Module, trainable: Any, device: str,

@@ -63,7 +63,14 @@ def output_layer(model: nn.Module) -> nn.Linear | None:
 
 
 def supports_chunked_loss(model: nn.Module) -> bool:
-    return output_layer(model) is not None
+    """A causal LM with a plain output layer, or an encoder-decoder whose output layer's logits are the
+    model's (`CHUNKED_SEQ2SEQ`: the seq2seq task then chunks its real target rows, see `target_logits`)."""
+    from sftlab.speed.target_logits import CHUNKED_SEQ2SEQ, supports_target_logits
+
+    base = _unwrapped(model)
+    return output_layer(model) is not None or (
+        type(base).__name__ in CHUNKED_SEQ2SEQ and supports_target_logits(base)
+    )
 
 
 @contextlib.contextmanager
@@ -93,32 +100,42 @@ def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """sum over tokens of cross_entropy(hidden @ weight.T, targets), computed `chunk` tokens at a time.
+    """sum over tokens of cross_entropy(hidden @ weight.T + bias, targets), computed `chunk` tokens at a
+    time.
 
-    hidden: tokens x H (every target real, no -100); weight: V x H. Gradients are computed in forward
-    (only those asked for: the weight's is skipped when it is frozen, as under LoRA)."""
+    hidden: tokens x H (every target real, no -100); weight: V x H; bias: V or None (BERT's output layer
+    has one). Gradients are computed in forward (only those asked for: the weight's is skipped when it is
+    frozen, as under LoRA)."""
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
-                dtype: torch.dtype, hidden_grad: bool, weight_grad: bool) -> torch.Tensor:  # fmt: skip
+                dtype: torch.dtype, hidden_grad: bool, weight_grad: bool, bias: torch.Tensor | None = None,
+                bias_grad: bool = False) -> torch.Tensor:  # fmt: skip
         with torch.autocast(hidden.device.type, enabled=False):
             matrix = weight.to(dtype)
+            offset = bias.to(dtype) if bias is not None else None
             loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
             grad_hidden = torch.empty_like(hidden) if hidden_grad else None
             grad_weight = (
                 torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if weight_grad else None
             )
+            grad_bias = (
+                torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if bias_grad else None
+            )
             for start in range(0, hidden.shape[0], chunk):
                 rows = hidden[start : start + chunk].to(dtype)
                 target = targets[start : start + chunk]
-                logits = (rows @ matrix.T).float()
+                # as F.linear computes it (bias added in the product's precision), then fp32
+                logits = (rows @ matrix.T if offset is None else torch.addmm(offset, rows, matrix.T)).float()
                 log_norm = torch.logsumexp(logits, dim=-1)
                 loss += (log_norm - logits.gather(1, target[:, None]).squeeze(1)).sum()
-                if grad_hidden is None and grad_weight is None:
+                if grad_hidden is None and grad_weight is None and grad_bias is None:
                     continue
                 # d(sum of losses)/d(logits) = softmax - one-hot, computed in place over the logits.
                 grad = logits.sub_(log_norm[:, None]).exp_()
                 grad[torch.arange(grad.shape[0], device=grad.device), target] -= 1.0
+                if grad_bias is not None:
+                    grad_bias += grad.sum(0)
                 grad = grad.to(dtype)
                 if grad_hidden is not None:
                     grad_hidden[start : start + chunk] = grad @ matrix
@@ -129,26 +146,28 @@ class LinearCrossEntropy(torch.autograd.Function):
         ctx.save_for_backward(
             grad_hidden if grad_hidden is not None else torch.empty(0),
             grad_weight.to(weight.dtype) if grad_weight is not None else torch.empty(0),
+            grad_bias.to(bias.dtype) if grad_bias is not None and bias is not None else torch.empty(0),
         )
-        ctx.grads = (grad_hidden is not None, grad_weight is not None)
+        ctx.grads = (grad_hidden is not None, grad_weight is not None, grad_bias is not None)
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
-        grad_hidden, grad_weight = ctx.saved_tensors
-        has_hidden, has_weight = ctx.grads
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        has_hidden, has_weight, has_bias = ctx.grads
         # Scaled in place: a second vocabulary x hidden buffer (113 MB fp32 for SmolLM2) would be the peak.
         return (
             grad_hidden.mul_(grad_output.to(grad_hidden.dtype)) if has_hidden else None,
             grad_weight.mul_(grad_output.to(grad_weight.dtype)) if has_weight else None,
             None, None, None, None, None,
+            grad_bias.mul_(grad_output.to(grad_bias.dtype)) if has_bias else None, None,
         )  # fmt: skip
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk_tokens: int) -> torch.Tensor:  # fmt: skip
-    """Summed cross-entropy of `hidden @ weight.T` against `targets` (-100: ignored), any leading shape,
-    never holding more than `chunk_tokens` rows of logits."""
+                         chunk_tokens: int, bias: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Summed cross-entropy of `hidden @ weight.T (+ bias)` against `targets` (-100: ignored), any leading
+    shape, never holding more than `chunk_tokens` rows of logits."""
     hidden, targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     trained = targets != -100
     if not bool(trained.all()):
@@ -156,7 +175,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     dtype = _compute_dtype(hidden)
     grads = torch.is_grad_enabled()
     hidden_grad, weight_grad = grads and hidden.requires_grad, grads and weight.requires_grad
-    return LinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, dtype, hidden_grad, weight_grad)
+    bias_grad = bias is not None and grads and bias.requires_grad
+    return LinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, dtype, hidden_grad, weight_grad,
+                                    bias, bias_grad)  # fmt: skip
 
 
 def causal_lm_loss(model: nn.Module, inputs: dict[str, Any], targets: torch.Tensor,

@@ -33,6 +33,10 @@ TARGET_LOGITS_MODELS = {
     "MT5ForConditionalGeneration",
 }
 
+CHUNKED_SEQ2SEQ = {"EncoderDecoderModel", "T5ForConditionalGeneration", "MT5ForConditionalGeneration"}
+"""Those whose logits are the output layer's, nothing added after it (BART and Marian add a
+`final_logits_bias`): the chunked loss can take the output layer's input rows instead (`hidden_only`)."""
+
 
 def supports_target_logits(model: nn.Module) -> bool:
     if type(model).__name__ not in TARGET_LOGITS_MODELS or not hasattr(model, "get_output_embeddings"):
@@ -41,6 +45,24 @@ def supports_target_logits(model: nn.Module) -> bool:
         type(model.get_output_embeddings()) is nn.Linear
         and _owner(model, model.get_output_embeddings()) is not None
     )
+
+
+def with_spare_rows(targets: torch.Tensor) -> torch.Tensor:
+    """`targets` (batch x target length, bool) with padding positions added, in row-major order, until the
+    count is one of `unpadded.padded_rows`' sizes (8 per doubling, at most 12.5% spare) or no padding is
+    left. Their labels are -100, so the loss ignores their logits: only the shapes change. Without this the
+    output layer's product, its logits and their gradients took a new size at every step, and the CPU
+    matrix library's kernels and malloc's freed blocks piled up at all of them."""
+    from sftlab.speed.unpadded import padded_rows
+
+    count = int(targets.sum())
+    spare = min(padded_rows(count) - count, targets.numel() - count)
+    if spare <= 0:
+        return targets
+    padding = (~targets).reshape(-1).nonzero().squeeze(1)[:spare]
+    rows = targets.clone().reshape(-1)
+    rows[padding] = True
+    return rows.view_as(targets)
 
 
 def _owner(model: nn.Module, layer: nn.Module) -> tuple[nn.Module, str] | None:
@@ -54,29 +76,33 @@ def _owner(model: nn.Module, layer: nn.Module) -> tuple[nn.Module, str] | None:
 class _AtPositions(nn.Module):
     """The output layer applied to the rows of its input where `positions` is true."""
 
-    def __init__(self, layer: nn.Linear, positions: torch.Tensor) -> None:
+    def __init__(self, layer: nn.Linear, positions: torch.Tensor, hidden_only: bool = False) -> None:
         super().__init__()
         self.layer = [layer]  # a list: not registered again under a new name
         self.positions = positions
+        self.hidden_only = hidden_only
 
     @property
     def weight(self) -> torch.Tensor:  # models that read the output layer's weight (e.g. its dtype)
         return self.layer[0].weight
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.layer[0](hidden_states[self.positions])
+        rows = hidden_states[self.positions]
+        return rows if self.hidden_only else self.layer[0](rows)
 
 
 @contextlib.contextmanager
-def target_logits_only(model: nn.Module, positions: torch.Tensor) -> Iterator[None]:
+def target_logits_only(model: nn.Module, positions: torch.Tensor, hidden_only: bool = False) -> Iterator[nn.Linear]:  # fmt: skip
     """Inside, `model(...).logits` holds only the rows where `positions` (batch x target length, bool)
-    is true, in row-major order: `positions.sum() x vocabulary`. Use where `supports_target_logits`."""
+    is true, in row-major order: `positions.sum() x vocabulary`. Use where `supports_target_logits`.
+    `hidden_only` (models in `CHUNKED_SEQ2SEQ`): the rows are the output layer's input, `positions.sum() x
+    hidden`, for the chunked loss with the output layer yielded here."""
     layer = model.get_output_embeddings()
     owner = _owner(model, layer)
     assert owner is not None
     parent, name = owner
-    parent._modules[name] = _AtPositions(layer, positions)
+    parent._modules[name] = _AtPositions(layer, positions, hidden_only)
     try:
-        yield
+        yield layer
     finally:
         parent._modules[name] = layer

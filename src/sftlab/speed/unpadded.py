@@ -96,9 +96,11 @@ def supports_unpadded(model: nn.Module) -> bool:
 class _Layout:
     """Where each real token of a right-padded batch sits: `rows` (its position in the batch x length
     grid, then spare rows), `grid` (for each grid position, its row; padding points at row 0, which the
-    mask hides) and `firsts` (the row of each sequence's position 0)."""
+    mask hides) and `firsts` (the row of each sequence's position 0). With `labelled` (batch x length,
+    bool): `kept`, the grid positions the top block computes (the labelled ones, then spare copies of
+    position 0), `kept_rows` their rows, `kept_count` how many are real."""
 
-    def __init__(self, attention_mask: torch.Tensor) -> None:
+    def __init__(self, attention_mask: torch.Tensor, labelled: torch.Tensor | None = None) -> None:
         batch, length = attention_mask.shape
         real = attention_mask.reshape(-1).nonzero().squeeze(1)
         count = real.numel()
@@ -110,13 +112,26 @@ class _Layout:
         self.grid = grid
         self.firsts = grid.view(batch, length)[:, 0]
         self.real = real
+        self.kept: torch.Tensor | None = None
+        if labelled is not None:
+            kept = (labelled.reshape(-1) & attention_mask.reshape(-1).bool()).nonzero().squeeze(1)
+            self.kept_count = kept.numel()
+            spare = padded_rows(self.kept_count) - self.kept_count
+            self.kept = torch.cat([kept, real[:1].expand(spare)]) if spare else kept
+            self.kept_rows = grid[self.kept]
 
 
 def _attend(
-    layer: nn.Module, queries: torch.Tensor, states: torch.Tensor, layout: _Layout, mask: Any
+    layer: nn.Module,
+    queries: torch.Tensor,
+    states: torch.Tensor,
+    layout: _Layout,
+    mask: Any,
+    kept_only: bool = False,
 ) -> torch.Tensor:
     """The block's self-attention with output projection, residual and normalization, for the rows
-    `queries` (all real tokens, or the first ones); keys and values come from all rows of `states`."""
+    `queries` (all real tokens, or the first ones); keys and values come from all rows of `states`.
+    `kept_only` (queries is states): the output projection onwards for `layout.kept` only."""
     attention = layer.attention
     self_attention = attention.self
     size = self_attention.attention_head_size
@@ -137,7 +152,10 @@ def _attend(
         context = model_attention(self_attention, query, key, value, query_mask)
     # batch x positions x heads x head size -> rows, then the output projection, residual and norm
     context = context.reshape(-1, context.shape[-2] * size)  # (batch x positions) x hidden
-    if queries is states:  # back to rows: the real tokens, then spare rows
+    if kept_only:  # the labelled tokens' rows, and their residual
+        assert layout.kept is not None
+        context, queries = context.index_select(0, layout.kept), queries.index_select(0, layout.kept_rows)
+    elif queries is states:  # back to rows: the real tokens, then spare rows
         context = context.index_select(0, layout.rows)
     return attention.output(context, queries)
 
@@ -181,25 +199,41 @@ class _UnpaddedEncoder(nn.Module):
                 return BaseModelOutput(
                     last_hidden_state=layer.output(layer.intermediate(first), first).unsqueeze(1)
                 )
-            attended = _attend(layer, states, states, layout, attention_mask)
+            top = layout.kept is not None and depth == len(layers) - 1
+            attended = _attend(layer, states, states, layout, attention_mask, kept_only=top)
             states = layer.output(layer.intermediate(attended), attended)
-        # Every position back on the grid; padding as zeros (its labels are ignored by the loss).
+        # Every position back on the grid; padding (and, with `kept`, unlabelled tokens) as zeros: their
+        # labels are -100, ignored by the loss.
         out = states.new_zeros(layout.batch * layout.length, states.shape[-1])
-        out = out.index_copy(0, layout.real, states[: layout.count])
+        if layout.kept is not None:
+            count = layout.kept_count
+            out = out.index_copy(0, layout.kept[:count], states[:count])
+        else:
+            out = out.index_copy(0, layout.real, states[: layout.count])
         return BaseModelOutput(last_hidden_state=out.view(layout.batch, layout.length, -1))
 
 
 @contextlib.contextmanager
-def unpadded_encoder(model: nn.Module, attention_mask: torch.Tensor) -> Iterator[None]:
+def unpadded_encoder(
+    model: nn.Module, attention_mask: torch.Tensor, labelled: torch.Tensor | None = None
+) -> Iterator[None]:
     """Inside, the model's encoder computes the real tokens of a batch with this `attention_mask` only;
-    outside, the model is untouched. Use on models for which `supports_unpadded` holds."""
+    outside, the model is untouched. Use on models for which `supports_unpadded` holds.
+
+    `labelled` (token heads; batch x length, bool: the positions whose label is not -100): the top block
+    computes its output projection, feed-forward and normalizations for these positions only (its query,
+    keys and values still for every real token), and the other positions come back as zeros. On WNUT-16
+    tweets ~63% of the real sub-tokens carry a label (each word's first one). Exact for the loss, which
+    reads labelled positions only (tested, gradients included)."""
     base = model.base_model
     encoder = base.encoder
     if not len(encoder.layer):  # every block came from the frozen-prefix cache
         yield
         return
     first_token = type(model).__name__ in FIRST_TOKEN_HEADS
-    base.encoder = _UnpaddedEncoder(encoder, _Layout(attention_mask), first_token)
+    if labelled is not None and type(model).__name__ not in TOKEN_HEADS:
+        labelled = None
+    base.encoder = _UnpaddedEncoder(encoder, _Layout(attention_mask, labelled), first_token)
     try:
         yield
     finally:

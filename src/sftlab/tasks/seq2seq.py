@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sftlab.data.batching import inference_batches
+from sftlab.data.batching import inference_batches, padded_length
 from sftlab.data.readers import Table, require_columns, require_texts
 from sftlab.evaluation.generation_metrics import generation_metrics
 
@@ -128,7 +128,8 @@ class Seq2SeqTask:
         return len(example["labels"])
 
     def collate(self, examples: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-        """Sources padded with the pad token, targets with -100 (ignored by the loss)."""
+        """Sources padded with the pad token, targets with -100 (ignored by the loss), both to a multiple of
+        `batching.PAD_MULTIPLE`: fewer shapes for the matrix library's kernel cache and malloc to keep."""
         batch = {
             "input_ids": _pad([e["input_ids"] for e in examples], pad_token_id),
             "attention_mask": _pad([[1] * len(e["input_ids"]) for e in examples], 0),
@@ -139,23 +140,36 @@ class Seq2SeqTask:
 
     def forward_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Token cross-entropy summed over real target tokens, and their count (the loop normalizes)."""
-        from sftlab.speed.target_logits import supports_target_logits, target_logits_only
+        from sftlab.speed.chunked_loss import active_chunk_tokens, linear_cross_entropy
+        from sftlab.speed.target_logits import (
+            CHUNKED_SEQ2SEQ,
+            supports_target_logits,
+            target_logits_only,
+            with_spare_rows,
+        )
 
         labels = batch["labels"]
         unwrapped = getattr(model, "module", model)  # DDP wraps the model; the shift lives on the model
         decoder_input_ids = unwrapped.prepare_decoder_input_ids_from_labels(labels=labels)
         targets = labels != IGNORE_INDEX
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                  "decoder_input_ids": decoder_input_ids}  # fmt: skip
         compact = self.target_logits_only and supports_target_logits(unwrapped)
-        with target_logits_only(unwrapped, targets) if compact else contextlib.nullcontext():
-            logits = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                decoder_input_ids=decoder_input_ids,
-            ).logits
+        chunk = active_chunk_tokens() if compact and type(unwrapped).__name__ in CHUNKED_SEQ2SEQ else 0
+        if chunk:  # training's chunked loss: the real targets' hidden rows, logits a chunk at a time
+            with target_logits_only(unwrapped, targets, hidden_only=True) as layer:
+                hidden = model(**inputs).logits
+            loss = linear_cross_entropy(hidden, layer.weight, labels[targets], chunk, bias=layer.bias)
+            return loss, int(targets.sum())
+        # The compact rows: the real targets plus a few padding positions (label -100, ignored below), so
+        # the output layer meets a few dozen row counts rather than a new one at every step.
+        rows = with_spare_rows(targets) if compact else targets
+        with target_logits_only(unwrapped, rows) if compact else contextlib.nullcontext():
+            logits = model(**inputs).logits
         # Compact logits are the real targets' rows already; else the whole grid, padding ignored.
         loss = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]),
-            labels[targets] if compact else labels.reshape(-1),
+            labels[rows] if compact else labels.reshape(-1),
             ignore_index=IGNORE_INDEX,
             reduction="sum",
         )
@@ -240,7 +254,7 @@ class Seq2SeqTask:
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    out = torch.full((len(rows), max(len(row) for row in rows)), value, dtype=torch.long)
+    out = torch.full((len(rows), padded_length(max(len(row) for row in rows))), value, dtype=torch.long)
     for index, row in enumerate(rows):
         out[index, : len(row)] = torch.tensor(row, dtype=torch.long)
     return out
